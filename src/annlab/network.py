@@ -1,0 +1,246 @@
+"""A multilayer perceptron written from scratch in numpy, as a scikit-learn estimator.
+
+Loss = mean cross-entropy + reg_lambda / (2 n) * (sum of squared weights); biases are not
+regularised. This is the scaling of scikit-learn's MLPClassifier ``alpha``, so a learning rate
+means the same thing whatever the data size. With a softmax output and cross-entropy the error
+at the output pre-activation z is simply ``P - Y``: the softmax Jacobian and the log cancel, so
+no "softmax derivative" appears anywhere. Hidden layers back-propagate with each activation's
+own derivative, written in terms of its output a = f(z).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": np.tanh,
+    "sigmoid": expit,
+    "relu": lambda z: np.maximum(z, 0.0),
+}
+# f'(z) expressed through a = f(z), each formula matching its own f.
+DERIVATIVES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": lambda a: 1.0 - a * a,
+    "sigmoid": lambda a: a * (1.0 - a),
+    "relu": lambda a: (a > 0.0).astype(a.dtype),
+}
+HISTORY_KEYS = ("train_loss", "train_misclassification", "val_loss", "val_misclassification")
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss or weights; ``epoch`` is the first bad epoch."""
+
+    def __init__(self, epoch: int, loss: float):
+        super().__init__(f"diverged at epoch {epoch}: training loss is {loss}")
+        self.epoch = epoch
+
+
+def log_softmax(z):
+    """Row-wise log-softmax with the max shift (log-sum-exp), so no exp overflows."""
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def forward(X, coefs, intercepts, activation):
+    """Return the layer inputs ``[X, a_1, ..., a_L]`` and the output log-probabilities.
+
+    Also evaluates a stack of networks at once: weights of shape (F, n_in, n_out) and biases of
+    shape (F, 1, n_out) give outputs of shape (F, n, K).
+    """
+    f = ACTIVATIONS[activation]
+    acts = [X]
+    for W, b in zip(coefs[:-1], intercepts[:-1]):
+        acts.append(f(acts[-1] @ W + b))
+    # Logits laid out column-major (n x K as the transpose of K x n): the row-wise reductions
+    # of the softmax then run over K long columns instead of n rows of length K, ~5x faster.
+    return acts, log_softmax((coefs[-1].mT @ acts[-1].mT).mT + intercepts[-1])
+
+
+def loss(logp, Y, coefs, reg_lambda):
+    """Mean cross-entropy (Y one-hot) plus the L2 penalty reg_lambda / (2 n) * sum(W**2)."""
+    n = len(Y)
+    penalty = sum(np.vdot(W, W) for W in coefs)
+    return (reg_lambda / 2 * penalty - np.vdot(Y, logp)) / n
+
+
+def gradients(acts, logp, Y, coefs, activation, reg_lambda):
+    """Gradients of :func:`loss` w.r.t. every weight matrix and bias vector (Y one-hot)."""
+    n = len(Y)
+    derivative = DERIVATIVES[activation]
+    delta = (np.exp(logp) - Y) / n  # dLoss/dz at the output layer
+    grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
+    for i in range(len(coefs) - 1, -1, -1):
+        grad_W[i] = acts[i].T @ delta + (reg_lambda / n) * coefs[i]
+        grad_b[i] = delta.sum(axis=0)
+        if i:
+            delta = (delta @ coefs[i].T) * derivative(acts[i])
+    return grad_W, grad_b
+
+
+class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
+    """Fully connected network: hidden layers of one activation, softmax output.
+
+    Parameters
+    ----------
+    hidden_nodes : int or tuple of int
+        Size of the one hidden layer, or sizes of several.
+    activation : {"tanh", "sigmoid", "relu"}
+    learning_rate : float
+        Gradient-descent step size (gradients are means over the batch).
+    reg_lambda : float
+        L2 strength, scaled like MLPClassifier's ``alpha``.
+    epochs : int
+        Passes over the training data made by :meth:`fit`.
+    batch_size : int or None
+        None means full-batch gradient descent; otherwise shuffled mini-batches.
+    random_state : int, numpy Generator or None
+        Seed of the one ``numpy.random.Generator`` used for initialisation and shuffling.
+    """
+
+    def __init__(
+        self,
+        hidden_nodes=10,
+        activation="tanh",
+        learning_rate=0.5,
+        reg_lambda=0.0,
+        epochs=1000,
+        batch_size=None,
+        random_state=None,
+    ):
+        self.hidden_nodes = hidden_nodes
+        self.activation = activation
+        self.learning_rate = learning_rate
+        self.reg_lambda = reg_lambda
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+    def fit(self, X, y, *, eval_set=None, callback=None):
+        """Train from a fresh initialisation for ``epochs`` epochs.
+
+        ``eval_set=(X_val, y_val)`` adds validation loss and misclassification to
+        ``history_`` at every epoch; ``callback(model)`` runs after every epoch.
+        """
+        X, y = validate_data(self, X, y, dtype=np.float64, reset=True)
+        check_classification_targets(y)
+        self._initialise(X.shape[1], np.unique(y))
+        return self._train(X, y, self.epochs, eval_set, callback)
+
+    def partial_fit(self, X, y, classes=None, *, eval_set=None, callback=None):
+        """Train for exactly one epoch; the first call initialises (``classes`` as in sklearn)."""
+        first = not hasattr(self, "coefs_")
+        X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
+        check_classification_targets(y)
+        if first:
+            self._initialise(X.shape[1], np.unique(y) if classes is None else np.asarray(classes))
+        return self._train(X, y, 1, eval_set, callback)
+
+    def predict_proba(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return np.exp(forward(X, self.coefs_, self.intercepts_, self.activation)[1])
+
+    def predict(self, X):
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_params(self):
+        sizes = (self.hidden_nodes,) if np.isscalar(self.hidden_nodes) else self.hidden_nodes
+        if not all(isinstance(h, (int, np.integer)) and h >= 1 for h in sizes):
+            raise ValueError(f"hidden_nodes={self.hidden_nodes!r}: expected integers >= 1")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation={self.activation!r}: expected one of {', '.join(ACTIVATIONS)}"
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate={self.learning_rate!r}: expected a number > 0")
+        if not self.reg_lambda >= 0:
+            raise ValueError(f"reg_lambda={self.reg_lambda!r}: expected a number >= 0")
+        if not (isinstance(self.epochs, (int, np.integer)) and self.epochs >= 1):
+            raise ValueError(f"epochs={self.epochs!r}: expected an integer >= 1")
+        if self.batch_size is not None and not self.batch_size >= 1:
+            raise ValueError(f"batch_size={self.batch_size!r}: expected None or an integer >= 1")
+        return tuple(int(h) for h in sizes)
+
+    def _initialise(self, n_features: int, classes: np.ndarray):
+        """Glorot-uniform weights and biases (as MLPClassifier) from the seeded Generator."""
+        sizes = self._check_params()
+        if len(classes) < 2:
+            raise ValueError(f"needs samples of at least 2 classes to train; got 1 class: {classes}")
+        self.classes_ = classes
+        self._rng = np.random.default_rng(self.random_state)
+        layers = (n_features, *sizes, len(classes))
+        factor = 2.0 if self.activation == "sigmoid" else 6.0
+        self.coefs_, self.intercepts_ = [], []
+        for fan_in, fan_out in zip(layers[:-1], layers[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            self.coefs_.append(self._rng.uniform(-bound, bound, (fan_in, fan_out)))
+            self.intercepts_.append(self._rng.uniform(-bound, bound, fan_out))
+        self.n_iter_ = 0
+        self.history_ = {key: [] for key in HISTORY_KEYS}
+        self.loss_curve_ = self.history_["train_loss"]
+
+    def _encode(self, y):
+        """Class labels -> indices into ``classes_``, refusing labels never declared."""
+        idx = np.searchsorted(self.classes_, y)
+        idx[idx == len(self.classes_)] = 0
+        if not np.array_equal(self.classes_[idx], y):
+            unknown = np.setdiff1d(y, self.classes_)
+            raise ValueError(f"y has labels {unknown} not in classes_ {self.classes_}")
+        return idx
+
+    def _train(self, X, y, n_epochs, eval_set, callback):
+        y_idx = self._encode(y)
+        Y = np.eye(len(self.classes_))[y_idx]
+        if eval_set is not None:
+            X_val = validate_data(self, eval_set[0], dtype=np.float64, reset=False)
+            val_idx = self._encode(np.asarray(eval_set[1]))
+            Y_val = np.eye(len(self.classes_))[val_idx]
+        coefs, intercepts, act, lam = self.coefs_, self.intercepts_, self.activation, self.reg_lambda
+        n, batch = len(X), self.batch_size
+        full_batch = batch is None or batch >= n
+        h = self.history_
+        acts, logp = forward(X, coefs, intercepts, act)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for _ in range(n_epochs):
+                if full_batch:
+                    self._step(acts, logp, Y)
+                else:
+                    order = self._rng.permutation(n)
+                    for start in range(0, n, batch):
+                        rows = order[start : start + batch]
+                        self._step(*forward(X[rows], coefs, intercepts, act), Y[rows])
+                # The post-update pass gives this epoch's metrics and the next epoch's gradient.
+                acts, logp = forward(X, coefs, intercepts, act)
+                self.n_iter_ += 1
+                train_loss = loss(logp, Y, coefs, lam)
+                if not np.isfinite(train_loss):
+                    raise DivergenceError(self.n_iter_, train_loss)
+                h["train_loss"].append(float(train_loss))
+                h["train_misclassification"].append(np.count_nonzero(logp.argmax(1) != y_idx) / n)
+                if eval_set is not None:
+                    val_logp = forward(X_val, coefs, intercepts, act)[1]
+                    h["val_loss"].append(float(loss(val_logp, Y_val, coefs, lam)))
+                    h["val_misclassification"].append(
+                        np.count_nonzero(val_logp.argmax(1) != val_idx) / len(val_idx)
+                    )
+                if callback is not None:
+                    callback(self)
+        return self
+
+    def _step(self, acts, logp, Y):
+        """One gradient-descent update, in place."""
+        grad_W, grad_b = gradients(
+            acts, logp, Y, self.coefs_, self.activation, self.reg_lambda
+        )
+        for W, b, gW, gb in zip(self.coefs_, self.intercepts_, grad_W, grad_b):
+            W -= self.learning_rate * gW
+            b -= self.learning_rate * gb
+

@@ -1,0 +1,66 @@
+"""Train and evaluate stages: plain functions between the data and the figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from annlab.data import Splits
+from annlab.network import NeuralNetClassifier
+
+
+@dataclass
+class Snapshot:
+    """The weights after ``epoch`` epochs, for one frame of the boundary animation."""
+
+    epoch: int
+    coefs: list[np.ndarray]
+    intercepts: list[np.ndarray]
+
+
+def frame_epochs(epochs: int, frames: int) -> np.ndarray:
+    """Up to ``frames`` epochs spread evenly over 1..epochs, always including the last."""
+    return np.unique(np.linspace(1, epochs, min(frames, epochs)).round().astype(int))
+
+
+def train(model: NeuralNetClassifier, splits: Splits, snapshot_epochs) -> list[Snapshot]:
+    """Fit ``model`` on the training split, validating every epoch; keep weight snapshots.
+
+    The per-epoch curves stay on the model (``model.history_``), so whoever called this still
+    has them when training diverges part way.
+    """
+    wanted = set(int(e) for e in snapshot_epochs)
+    snapshots: list[Snapshot] = []
+
+    def keep(m: NeuralNetClassifier) -> None:
+        if m.n_iter_ in wanted:
+            snapshots.append(Snapshot(m.n_iter_, [W.copy() for W in m.coefs_],
+                                      [b.copy() for b in m.intercepts_]))
+
+    model.fit(splits.X_train, splits.y_train, eval_set=(splits.X_val, splits.y_val),
+              callback=keep)
+    return snapshots
+
+
+def history_frame(model: NeuralNetClassifier) -> pd.DataFrame:
+    """The per-epoch curves as a table indexed by epoch (1..n_iter_)."""
+    curves = {k: v for k, v in model.history_.items() if v}
+    index = pd.RangeIndex(1, len(next(iter(curves.values()), [])) + 1, name="epoch")
+    return pd.DataFrame(curves, index=index)
+
+
+def evaluate(model: NeuralNetClassifier, splits: Splits) -> dict[str, float]:
+    """Final accuracy on every split and the test misclassification (counts over n)."""
+    scores = {}
+    for name, X, y in (("train", splits.X_train, splits.y_train),
+                       ("val", splits.X_val, splits.y_val),
+                       ("test", splits.X_test, splits.y_test)):
+        right = int(np.count_nonzero(model.predict(X) == y))
+        scores[f"{name}_accuracy"] = right / len(y)
+        scores[f"{name}_misclassification"] = (len(y) - right) / len(y)
+    return {k: scores[k] for k in FINAL_METRICS}
+
+
+FINAL_METRICS = ("train_accuracy", "val_accuracy", "test_accuracy", "test_misclassification")
