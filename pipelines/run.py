@@ -1,6 +1,6 @@
 """`make run`: one experiment through every stage, tracked in MLflow.
 
-    python pipelines/run.py model.activation=relu train.epochs=500
+    python -m pipelines.run model.activation=relu train.epochs=500
 """
 
 from __future__ import annotations
@@ -9,16 +9,13 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from annlab.config import Config, ConfigError
+from annlab.config import ConfigError
 from annlab.network import DivergenceError
 from annlab.pipeline import run_experiment
 from annlab.tracking import TrackingError
-
-ConfigStore.instance().store(name="annlab_schema", node=Config)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -18,10 +18,23 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+
+def _tanh(z):
+    # tanh(z) = 2 / (1 + exp(-2z)) - 1: the same function, about twice as fast as np.tanh on
+    # float64 where numpy has no SIMD tanh (AVX2). exp may overflow to inf, giving exactly -1.
+    with np.errstate(over="ignore"):
+        np.exp(np.multiply(z, -2.0, out=z), out=z)
+    z += 1.0
+    np.divide(2.0, z, out=z)
+    z -= 1.0
+    return z
+
+
+# Activations work in place on the pre-activation z (it is not needed afterwards) and return it.
 ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "tanh": np.tanh,
-    "sigmoid": expit,
-    "relu": lambda z: np.maximum(z, 0.0),
+    "tanh": _tanh,
+    "sigmoid": lambda z: expit(z, out=z),
+    "relu": lambda z: np.maximum(z, 0.0, out=z),
 }
 # f'(z) expressed through a = f(z), each formula matching its own f.
 DERIVATIVES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -41,9 +54,21 @@ class DivergenceError(FloatingPointError):
 
 
 def log_softmax(z):
-    """Row-wise log-softmax with the max shift (log-sum-exp), so no exp overflows."""
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    """Row-wise log-softmax, in place, with the max shift (log-sum-exp): no exp overflows."""
+    z -= z.max(axis=-1, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return z
+
+
+# Layout: every (n_samples, width) array below is column-major, i.e. the transpose of a
+# C-ordered (width, n_samples) array, computed as (W^T a^T)^T. Per-unit bias adds and the
+# per-sample softmax reductions then run along contiguous memory: the small-width broadcasts
+# and reductions of the row-major layout cost more than the matrix products themselves.
+def _dense(a, W, b):
+    """``a @ W + b`` (column-major result)."""
+    z = (W.mT @ a.mT).mT
+    z += b
+    return z
 
 
 def forward(X, coefs, intercepts, activation):
@@ -55,10 +80,8 @@ def forward(X, coefs, intercepts, activation):
     f = ACTIVATIONS[activation]
     acts = [X]
     for W, b in zip(coefs[:-1], intercepts[:-1]):
-        acts.append(f(acts[-1] @ W + b))
-    # Logits laid out column-major (n x K as the transpose of K x n): the row-wise reductions
-    # of the softmax then run over K long columns instead of n rows of length K, ~5x faster.
-    return acts, log_softmax((coefs[-1].mT @ acts[-1].mT).mT + intercepts[-1])
+        acts.append(f(_dense(acts[-1], W, b)))
+    return acts, log_softmax(_dense(acts[-1], coefs[-1], intercepts[-1]))
 
 
 def loss(logp, Y, coefs, reg_lambda):
@@ -72,13 +95,17 @@ def gradients(acts, logp, Y, coefs, activation, reg_lambda):
     """Gradients of :func:`loss` w.r.t. every weight matrix and bias vector (Y one-hot)."""
     n = len(Y)
     derivative = DERIVATIVES[activation]
-    delta = (np.exp(logp) - Y) / n  # dLoss/dz at the output layer
+    delta = np.exp(logp)  # dLoss/dz at the output layer: (P - Y) / n
+    delta -= Y
+    delta /= n
     grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
     for i in range(len(coefs) - 1, -1, -1):
-        grad_W[i] = acts[i].T @ delta + (reg_lambda / n) * coefs[i]
+        grad_W[i] = acts[i].T @ delta
+        grad_W[i] += (reg_lambda / n) * coefs[i]
         grad_b[i] = delta.sum(axis=0)
-        if i:
-            delta = (delta @ coefs[i].T) * derivative(acts[i])
+        if i:  # back through layer i's weights and the activation that produced acts[i]
+            delta = (coefs[i] @ delta.T).T
+            delta *= derivative(acts[i])
     return grad_W, grad_b
 
 
@@ -173,7 +200,7 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
         """Glorot-uniform weights and biases (as MLPClassifier) from the seeded Generator."""
         sizes = self._check_params()
         if len(classes) < 2:
-            raise ValueError(f"needs samples of at least 2 classes to train; got 1 class: {classes}")
+            raise ValueError(f"needs samples of at least 2 classes to train; got {classes}")
         self.classes_ = classes
         self._rng = np.random.default_rng(self.random_state)
         layers = (n_features, *sizes, len(classes))
@@ -198,12 +225,13 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
 
     def _train(self, X, y, n_epochs, eval_set, callback):
         y_idx = self._encode(y)
-        Y = np.eye(len(self.classes_))[y_idx]
+        Y = np.asfortranarray(np.eye(len(self.classes_))[y_idx])  # column-major like logp
         if eval_set is not None:
             X_val = validate_data(self, eval_set[0], dtype=np.float64, reset=False)
             val_idx = self._encode(np.asarray(eval_set[1]))
-            Y_val = np.eye(len(self.classes_))[val_idx]
-        coefs, intercepts, act, lam = self.coefs_, self.intercepts_, self.activation, self.reg_lambda
+            Y_val = np.asfortranarray(np.eye(len(self.classes_))[val_idx])
+        coefs, intercepts = self.coefs_, self.intercepts_
+        act, lam = self.activation, self.reg_lambda
         n, batch = len(X), self.batch_size
         full_batch = batch is None or batch >= n
         h = self.history_

@@ -11,7 +11,6 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 from threadpoolctl import threadpool_info
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

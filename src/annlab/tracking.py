@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -37,6 +38,12 @@ class TrackingError(RuntimeError):
 def resolve_uri(configured: str | None = None) -> str:
     """``tracking.uri`` if set, else ``$MLFLOW_TRACKING_URI``, else the embedded sqlite store."""
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}"
+
+
+@cache
+def client_for(uri: str) -> MlflowClient:
+    """One client per store and process: opening a sqlite store costs about a second."""
+    return MlflowClient(uri)
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -67,7 +74,7 @@ def prepare(uri: str, experiment: str) -> str:
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
         artifact_location = (db.parent / "mlartifacts").as_uri()
-    client = MlflowClient(uri)
+    client = client_for(uri)
     try:
         found = client.get_experiment_by_name(experiment)
         if found is None:
@@ -138,6 +145,7 @@ class Run:
             mlflow.pyfunc.save_model(
                 path, loader_module="annlab.model_io", data_path=str(weights),
                 signature=infer_signature(input_example, output_example),
+                input_example=input_example,
                 pip_requirements=["annlab", "numpy", "scikit-learn", "scipy"])
             self.client.log_artifacts(self.run_id, str(path), "model")
 
@@ -150,7 +158,7 @@ def tracked_run(uri: str, experiment_id: str, run_name: str, tags: Mapping[str, 
     FINISHED on success; FAILED with the reason in ``annlab.failure`` on an error; KILLED on
     Ctrl-C or SIGTERM. The exception is re-raised for the caller to report.
     """
-    client = MlflowClient(uri)
+    client = client_for(uri)
     all_tags = {k: str(v) for k, v in tags.items() if v is not None}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id

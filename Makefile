@@ -1,0 +1,63 @@
+# annlab: `make run` and `make test` are the only set-up commands a newcomer needs; every
+# target installs what it uses into .venv on first use (re-done when the lock file changes).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+EXPERIMENT ?= figure2
+RUN_ID ?=
+# The embedded store; $MLFLOW_TRACKING_URI overrides it (MLflow's own variable).
+STORE_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/outputs/mlflow.db)
+UI_PORT ?= 5000
+
+.PHONY: help install run sweep ui figures reproduce test bench lint lock clean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+install: $(STAMP)  ## create .venv from the lock file (done by every target on first use)
+
+run: $(STAMP)  ## one experiment, default config; Hydra overrides in ARGS='key=value ...'
+	$(PY) -m pipelines.run $(ARGS)
+
+sweep: $(STAMP)  ## grid over activation x hidden nodes x learning rate, jobs in parallel
+	$(PY) -m pipelines.run --multirun +sweep=default $(ARGS)
+
+ui: $(STAMP)  ## MLflow UI over the same store, on 127.0.0.1 only (UI_PORT=5000)
+	@case "$(STORE_URI)" in http*) echo "the store is a server: open $(STORE_URI)"; exit 0;; esac; \
+	echo "MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C stops it)"; \
+	exec $(VENV)/bin/mlflow ui --backend-store-uri "$(STORE_URI)" --host 127.0.0.1 \
+	  --port $(UI_PORT) --workers 1
+
+figures: $(STAMP)  ## rebuild the post's Figures 2 and 3 from conf/experiment/$(EXPERIMENT).yaml
+	$(PY) -m pipelines.figures experiment=$(EXPERIMENT) $(ARGS)
+
+reproduce: $(STAMP)  ## rerun a tracked run (RUN_ID=...) and compare everything
+	@test -n "$(RUN_ID)" || { echo "usage: make reproduce RUN_ID=<mlflow run id>" >&2; exit 2; }
+	$(PY) -m pipelines.reproduce $(RUN_ID)
+
+test: $(STAMP)  ## the test suite (slow end-to-end tests included)
+	$(PY) -m pytest -n 2 $(ARGS)
+
+bench: $(STAMP)  ## benchmarks, printed as ratios against their baselines
+	$(PY) bench/bench.py $(ARGS)
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check .
+
+lock:  ## re-resolve requirements.lock from pyproject.toml (needs the registry)
+	rm -rf /tmp/annlab-lock && $(PYTHON) -m venv /tmp/annlab-lock
+	/tmp/annlab-lock/bin/pip install --quiet --disable-pip-version-check '.[dev]'
+	{ sed -n '1,2p' requirements.lock; /tmp/annlab-lock/bin/pip freeze --exclude-editable \
+	  | grep -v '^annlab'; } > requirements.lock.new && mv requirements.lock.new requirements.lock
+
+clean:  ## remove generated outputs (keeps the MLflow store)
+	rm -rf outputs/runs outputs/multiruns outputs/figures outputs/cache

@@ -1,0 +1,68 @@
+"""The config tree composes, refuses bad values with one clear line, and hashes stably."""
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from annlab.config import ConfigError, config_hash, flatten, run_name, validate
+
+
+def test_default_config_composes_and_validates(compose_cfg):
+    cfg = compose_cfg()
+    validate(cfg)
+    assert cfg.model.activation == "tanh" and cfg.tracking.experiment == "annlab"
+    assert run_name(cfg) == "tanh-h10-lr0.5"
+
+
+def test_figure2_experiment_is_the_posts_setup(compose_cfg):
+    cfg = compose_cfg(["experiment=figure2"])
+    validate(cfg)
+    assert (cfg.model.activation, cfg.model.hidden_nodes, cfg.train.epochs) == ("sigmoid", 10, 1000)
+    assert cfg.train.batch_size is None
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.activation=softmax", "model.activation"),
+    ("model.hidden_nodes=0", "model.hidden_nodes"),
+    ("model.hidden_nodes=[10,0]", "model.hidden_nodes"),
+    ("train.learning_rate=0", "train.learning_rate"),
+    ("train.learning_rate=-0.1", "train.learning_rate"),
+    ("train.epochs=0", "train.epochs"),
+    ("train.reg_lambda=-1", "train.reg_lambda"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("data.noise=-0.1", "data.noise"),
+    ("data.train_fraction=0.7", "data.*_fraction"),
+    ("data.val_fraction=0", "data.val_fraction"),
+    ("data.n_samples=6", "data.n_samples"),
+    ("seed=-1", "seed"),
+    ("plot.frames=0", "plot.frames"),
+])
+def test_semantic_errors_name_key_value_and_what_is_allowed(compose_cfg, override, key):
+    cfg = compose_cfg([override])
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    message = str(info.value)
+    assert info.value.key == key
+    assert key in message and "allowed:" in message and "\n" not in message
+    assert override.split("=", 1)[1].strip("[]").split(",")[-1] in message
+
+
+@pytest.mark.parametrize("override", ["train.epochs=abc", "model.typo=1"])
+def test_type_and_key_errors_are_refused_while_composing(compose_cfg, override):
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_cfg([override])
+
+
+def test_flattened_params_use_dotted_keys(compose_cfg):
+    flat = flatten(compose_cfg(["model.hidden_nodes=[4,3]"]))
+    assert flat["model.activation"] == "tanh" and flat["model.hidden_nodes"] == "[4, 3]"
+    for key in ("train.learning_rate", "train.reg_lambda", "train.epochs", "data.n_samples",
+                "data.noise", "seed"):
+        assert key in flat
+
+
+def test_config_hash_follows_results_not_where_they_are_tracked(compose_cfg):
+    base = config_hash(compose_cfg())
+    assert base == config_hash(compose_cfg(["tracking.experiment=elsewhere"]))
+    assert base != config_hash(compose_cfg(["seed=1"]))
+    assert base != config_hash(compose_cfg(["train.learning_rate=0.25"]))

@@ -1,0 +1,133 @@
+"""End to end: one config through every stage into a real MLflow store, and the CLI around it."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from annlab.config import ConfigError
+from annlab.network import DivergenceError
+from annlab.pipeline import run_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _runs(uri, experiment):
+    exp = MlflowClient(uri).get_experiment_by_name(experiment)
+    return [] if exp is None else MlflowClient(uri).search_runs([exp.experiment_id])
+
+
+def test_a_run_records_everything_design_names(fast_cfg, store_uri, experiment, tmp_path):
+    result = run_experiment(fast_cfg(), ["train.epochs=60"], tmp_path)
+    client = MlflowClient(store_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "tanh-h10-lr0.5"
+    p = run.data.params
+    assert (p["model.activation"], p["model.hidden_nodes"], p["train.epochs"], p["seed"]) == \
+        ("tanh", "10", "60", "0")
+    for key in ("train_misclassification", "val_misclassification", "train_loss", "val_loss"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert sorted(steps) == list(range(1, 61))
+    for key in ("train_accuracy", "val_accuracy", "test_accuracy", "test_misclassification"):
+        assert run.data.metrics[key] == pytest.approx(result.scores[key])
+    assert run.data.metrics["test_accuracy"] + run.data.metrics["test_misclassification"] == 1
+    tags = run.data.tags
+    assert len(tags["annlab.data_hash"]) == 64 and len(tags["annlab.config_hash"]) == 16
+    assert "mlflow.source.git.commit" in tags or tags["annlab.git_dirty"] in ("True", "False")
+    files = {a.path for d in ("config", "figures", "data", "model")
+             for a in client.list_artifacts(run.info.run_id, d)}
+    assert {"config/config.yaml", "config/overrides.yaml", "figures/misclassification.png",
+            "figures/boundary.gif", "figures/boundary_final.png", "data/splits.npz",
+            "model/MLmodel"} <= files
+    local = Path(client.download_artifacts(run.info.run_id, "figures", str(tmp_path / "dl")))
+    assert Image.open(local / "boundary.gif").n_frames == 5
+    model = mlflow.pyfunc.load_model(f"{run.info.artifact_uri}/model")
+    X = np.array([[-1.0, 0.5], [2.0, -0.3]])
+    assert list(model.predict(X)) == [0, 1]
+    assert model.metadata.signature is not None
+    mlmodel = (Path(client.download_artifacts(run.info.run_id, "model/MLmodel",
+                                              str(tmp_path / "m")))).read_text()
+    assert "annlab.model_io" in mlmodel and "pkl" not in mlmodel
+
+
+def test_a_bad_config_creates_no_run(fast_cfg, store_uri, experiment, tmp_path):
+    with pytest.raises(ConfigError, match="train.learning_rate"):
+        run_experiment(fast_cfg("train.learning_rate=-1"), [], tmp_path)
+    assert _runs(store_uri, experiment) == []
+
+
+def test_a_diverging_run_is_failed_with_its_reason_and_curves(fast_cfg, store_uri, tmp_path):
+    cfg = fast_cfg("model.activation=relu", "train.learning_rate=1e9", "data.noise=5")
+    with pytest.raises(DivergenceError) as info:
+        run_experiment(cfg, [], tmp_path)
+    (run,) = _runs(store_uri, cfg.tracking.experiment)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["annlab.failure"].startswith(f"diverged at epoch {info.value.epoch}")
+    history = MlflowClient(store_uri).get_metric_history(run.info.run_id, "train_loss")
+    assert len(history) == info.value.epoch - 1
+
+
+def test_figure2_reproduces_the_posts_headline(compose_cfg, store_uri, experiment, tmp_path):
+    cfg = compose_cfg(["experiment=figure2", f"tracking.uri={store_uri}",
+                       f"tracking.experiment={experiment}", "plot.frames=3", "plot.dpi=30",
+                       "plot.grid_size=20"])
+    result = run_experiment(cfg, [], tmp_path)
+    assert result.scores["train_accuracy"] >= 0.97
+
+
+def _cli(*args, env_extra=None, **kw):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "pipelines.run", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, **kw)
+
+
+def test_cli_prints_where_everything_is(store_uri, experiment, tmp_path, fast_overrides):
+    out = _cli(*fast_overrides, f"tracking.experiment={experiment}", f"hydra.run.dir={tmp_path}",
+               env_extra={"MLFLOW_TRACKING_URI": store_uri}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (run,) = _runs(store_uri, experiment)
+    assert run.info.run_id in out.stdout and "test accuracy" in out.stdout
+    assert str(tmp_path / "figures") in out.stdout and "make ui" in out.stdout
+    overrides = (tmp_path / ".hydra" / "overrides.yaml").read_text()
+    assert f"tracking.experiment={experiment}" in overrides
+
+
+def test_cli_bad_value_is_one_line_without_traceback(store_uri, experiment, tmp_path):
+    out = _cli("model.activation=softmax", f"tracking.experiment={experiment}",
+               f"hydra.run.dir={tmp_path}", env_extra={"MLFLOW_TRACKING_URI": store_uri},
+               timeout=300)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [
+        "error: invalid config: model.activation='softmax'; allowed: tanh | sigmoid | relu"]
+    assert _runs(store_uri, experiment) == []
+
+
+def test_sigterm_leaves_the_run_killed_not_running(store_uri, experiment, tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.run", "train.epochs=200000", "plot.frames=2",
+         f"tracking.experiment={experiment}", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO, env={**os.environ, "MLFLOW_TRACKING_URI": store_uri},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _runs(store_uri, experiment) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (run,) = _runs(store_uri, experiment)
+    assert run.info.status == "KILLED"
+    assert "SIGTERM" in run.data.tags["annlab.failure"]
+    assert proc.returncode != 0

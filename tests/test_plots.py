@@ -1,0 +1,56 @@
+"""Figures: files that open, frames that follow the snapshots, bytes that repeat."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annlab import plots, training
+from annlab.data import make_splits
+from annlab.network import NeuralNetClassifier
+
+
+@pytest.fixture(scope="module")
+def trained():
+    splits = make_splits(200, 0.2, 0.6, 0.2, seed=0)
+    model = NeuralNetClassifier(hidden_nodes=5, epochs=40, random_state=0)
+    snapshots = training.train(model, splits, training.frame_epochs(40, 6))
+    return model, splits, snapshots, training.history_frame(model)
+
+
+def _render(trained, out):
+    model, splits, snapshots, history = trained
+    plots.plot_misclassification(history, out / "m.png", 4, 3, 50)
+    plots.render_boundary(snapshots, history, model.activation, splits.X_train, splits.y_train,
+                          model.classes_, out / "b.gif", out / "b.png", grid_size=30, fps=5,
+                          width=4, height=3, dpi=50)
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def test_frame_epochs_spread_and_end_on_the_last():
+    assert list(training.frame_epochs(1000, 5)) == [1, 251, 500, 750, 1000]
+    assert list(training.frame_epochs(3, 10)) == [1, 2, 3]
+
+
+def test_figures_open_with_the_right_frames_and_repeat_bytewise(trained, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = _render(trained, tmp_path / "a"), _render(trained, tmp_path / "b")
+    assert first == second
+    gif = Image.open(tmp_path / "a" / "b.gif")
+    assert gif.n_frames == len(trained[2]) == 6 and gif.size == (200, 150)
+    png = Image.open(tmp_path / "a" / "m.png")
+    assert png.size == (200, 150) and "Software" not in png.info
+    gif.seek(gif.n_frames - 1)
+    assert np.array_equal(np.asarray(gif.convert("RGB")).shape,
+                          np.asarray(Image.open(tmp_path / "a" / "b.png")).shape)
+
+
+def test_probability_grid_matches_the_model_at_the_last_snapshot(trained):
+    model, splits, snapshots, _ = trained
+    extent = plots.plot_extent(splits.X_train)
+    probs = plots.probability_grids(snapshots, model.activation, extent, grid_size=7)
+    assert probs.shape == (6, 7, 7, 2)
+    xs = extent[0] + (np.arange(7) + 0.5) / 7 * (extent[1] - extent[0])
+    ys = extent[3] - (np.arange(7) + 0.5) / 7 * (extent[3] - extent[2])
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    np.testing.assert_allclose(probs[-1].reshape(-1, 2), model.predict_proba(grid), rtol=1e-12)
