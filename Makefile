@@ -29,7 +29,7 @@ run: $(STAMP)  ## one experiment, default config; Hydra overrides in ARGS='key=v
 	$(PY) -m pipelines.run $(ARGS)
 
 sweep: $(STAMP)  ## grid over activation x hidden nodes x learning rate, jobs in parallel
-	$(PY) -m pipelines.run --multirun +sweep=default $(ARGS)
+	$(PY) -m pipelines.run sweep=default $(ARGS)
 
 ui: $(STAMP)  ## MLflow UI over the same store, on 127.0.0.1 only (UI_PORT=5000)
 	@case "$(STORE_URI)" in http*) echo "the store is a server: open $(STORE_URI)"; exit 0;; esac; \

@@ -1,42 +1,62 @@
-"""`make run`: one experiment through every stage, tracked in MLflow.
+"""`make run` / `make sweep`: one experiment through every stage, tracked in MLflow.
 
     python -m pipelines.run model.activation=relu train.epochs=500
+    python -m pipelines.run sweep=default            # the grid, see conf/sweep/default.yaml
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from annlab.config import ConfigError
+from annlab.config import ConfigError, run_name
 from annlab.network import DivergenceError
 from annlab.pipeline import run_experiment
 from annlab.tracking import TrackingError
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> dict | None:
+def main(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        return sweep_job(cfg, hc)
     try:
         result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
-    except TrackingError as err:
+    except (ConfigError, TrackingError) as err:
         sys.exit(f"error: {err}")
     except DivergenceError as err:
         sys.exit(f"error: run failed, {err} (recorded as FAILED in MLflow)")
-    figures = result.figures["boundary"].parent
-    print(f"run {result.run_name} ({result.run_id}) finished")
-    print(f"  test accuracy {result.scores['test_accuracy']:.4f}  "
-          f"train {result.scores['train_accuracy']:.4f}  val {result.scores['val_accuracy']:.4f}")
-    print(f"  figures in {figures}")
-    print(f"  tracked in {result.uri} (experiment id {result.experiment_id}); "
+    s = result.scores
+    print(f"run {result.run_name} ({result.run_id}) finished\n"
+          f"  test accuracy {s['test_accuracy']:.4f}  (train {s['train_accuracy']:.4f}, "
+          f"validation {s['val_accuracy']:.4f})\n"
+          f"  figures in {result.figures['boundary'].parent}\n"
+          f"  tracked in {result.uri}, experiment {cfg.tracking.experiment!r}; "
           "browse with `make ui`")
-    return result.scores
+    return s
+
+
+def sweep_job(cfg: DictConfig, hc) -> dict:
+    """One config of a sweep: a failure is recorded and reported, and the sweep goes on."""
+    start, label = time.perf_counter(), run_name(cfg)
+    progress = f"[{hc.job.num + 1}/{os.environ.get('ANNLAB_SWEEP_SIZE', '?')}] {label:<20}"
+    try:
+        result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
+    except (ConfigError, TrackingError, DivergenceError, ValueError, ArithmeticError) as err:
+        print(f"{progress} FAILED  {err}", flush=True)
+        return {"status": "FAILED", "error": str(err)}
+    seconds = time.perf_counter() - start
+    state = "already done" if result.skipped else "finished"
+    print(f"{progress} {state:<12} val accuracy {result.scores['val_accuracy']:.3f}  "
+          f"{seconds:5.1f} s", flush=True)
+    return {"status": "FINISHED", **result.scores}
 
 
 if __name__ == "__main__":

@@ -200,7 +200,7 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
         """Glorot-uniform weights and biases (as MLPClassifier) from the seeded Generator."""
         sizes = self._check_params()
         if len(classes) < 2:
-            raise ValueError(f"needs samples of at least 2 classes to train; got {classes}")
+            raise ValueError(f"needs at least 2 classes to train; got 1 class: {classes}")
         self.classes_ = classes
         self._rng = np.random.default_rng(self.random_state)
         layers = (n_features, *sizes, len(classes))

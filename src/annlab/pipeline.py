@@ -23,6 +23,7 @@ class RunResult:
     uri: str
     scores: dict[str, float]
     figures: dict[str, Path] = field(default_factory=dict)
+    skipped: bool = False  # a sweep job whose config already has a FINISHED child
 
 
 def build_data(cfg: DictConfig) -> Splits:
@@ -62,12 +63,17 @@ def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path) -> 
     validate(cfg)
     uri = tracking.resolve_uri(cfg.tracking.uri)
     experiment_id = tracking.prepare(uri, cfg.tracking.experiment)
+    name, chash, parent = run_name(cfg), config_hash(cfg), cfg.tracking.parent_run_id
+    if parent and (done := tracking.finished_child(uri, experiment_id, parent, chash)):
+        return RunResult(done["run_id"], name, experiment_id, uri,
+                         {k: done["metrics"].get(k, float("nan"))
+                          for k in training.FINAL_METRICS}, skipped=True)
     splits = build_data(cfg)
     model = build_model(cfg)
     git = provenance.git_state()
     env = provenance.environment(git)
     tags = {
-        "annlab.config_hash": config_hash(cfg),
+        "annlab.config_hash": chash,
         "annlab.data_hash": splits.digest(),
         "annlab.git_dirty": git["dirty"],
         "annlab.lock_hash": env["lock_hash"],
@@ -77,9 +83,8 @@ def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path) -> 
         tags["mlflow.source.git.commit"] = git["commit"]
     if cfg.tracking.sweep:
         tags["annlab.sweep"] = cfg.tracking.sweep
-    name = run_name(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tracking.tracked_run(uri, experiment_id, name, tags, cfg.tracking.parent_run_id) as run:
+    with tracking.tracked_run(uri, experiment_id, name, tags, parent) as run:
         run.log_params(flatten(cfg))
         run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
         run.log_text(OmegaConf.to_yaml(list(overrides)), "config/overrides.yaml")

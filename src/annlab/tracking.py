@@ -94,11 +94,16 @@ def prepare(uri: str, experiment: str) -> str:
 
 
 class _Interrupted(KeyboardInterrupt):
-    """SIGTERM, turned into an interrupt so the run is closed as KILLED."""
+    """Ctrl-C or SIGTERM during a run; the run is closed as KILLED."""
 
 
-def _on_sigterm(signum, frame):
-    raise _Interrupted("terminated (SIGTERM)")
+_SIGNALS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
+_received: list[str] = []  # signals seen during the current run, even if a library wrapped them
+
+
+def _on_signal(signum, frame):
+    _received.append(_SIGNALS[signum])
+    raise _Interrupted(_SIGNALS[signum])
 
 
 class Run:
@@ -168,32 +173,115 @@ def tracked_run(uri: str, experiment_id: str, run_name: str, tags: Mapping[str, 
         raise TrackingError(f"cannot create a run in {uri}: {err.message}") from err
     handle = Run(client, run.info.run_id)
     in_main = _main()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    previous = {s: signal.signal(s, _on_signal) for s in _SIGNALS} if in_main else {}
+    _received.clear()
     try:
         yield handle
-    except KeyboardInterrupt as err:
-        _close(client, handle.run_id, RunStatus.KILLED, str(err) or "interrupted (Ctrl-C)")
-        raise
     except BaseException as err:
-        _close(client, handle.run_id, RunStatus.FAILED, str(err) or type(err).__name__)
+        # An interrupt that surfaced as another exception (a library wrapped it) still KILLs.
+        if isinstance(err, KeyboardInterrupt) or _received:
+            reason = _received[0] if _received else "interrupted (Ctrl-C)"
+            _close(client, handle.run_id, RunStatus.KILLED, reason)
+        else:
+            _close(client, handle.run_id, RunStatus.FAILED, str(err) or type(err).__name__)
         raise
     else:
         client.set_terminated(handle.run_id, RunStatus.to_string(RunStatus.FINISHED))
     finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _close(client: MlflowClient, run_id: str, status: int, reason: str) -> None:
     # A second interrupt here must not leave the run RUNNING: ignore it until we are done.
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main() else None
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in _SIGNALS} if _main() else {}
     try:
         client.set_tag(run_id, FAILURE_TAG, reason[:5000])
         client.set_terminated(run_id, RunStatus.to_string(status))
     finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _main() -> bool:
     return threading.current_thread() is threading.main_thread()
+
+
+# -- sweeps -----------------------------------------------------------------------------------
+
+SWEEP_TAG = "annlab.sweep"
+GRID_TAG = "annlab.sweep_grid"
+CONFIG_HASH_TAG = "annlab.config_hash"
+
+
+def _search(uri: str, experiment_id: str, filter_string: str):
+    return client_for(uri).search_runs([experiment_id], filter_string, max_results=50_000)
+
+
+def open_sweep_parent(uri: str, experiment_id: str, name: str, grid_hash: str,
+                      tags: Mapping[str, str]) -> tuple[str, bool]:
+    """The sweep's parent run: the earlier one of the same name and grid if there is one (it is
+    resumed, set RUNNING again), else a new one. Returns (run id, resumed)."""
+    client = client_for(uri)
+    found = [r for r in _search(uri, experiment_id, f"tags.`{GRID_TAG}` = '{grid_hash}' and "
+                                                    f"tags.`{SWEEP_TAG}` = '{name}'")
+             if "mlflow.parentRunId" not in r.data.tags]
+    if found:
+        latest = max(found, key=lambda r: r.info.start_time)
+        client.update_run(latest.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        if FAILURE_TAG in latest.data.tags:
+            client.delete_tag(latest.info.run_id, FAILURE_TAG)
+        return latest.info.run_id, True
+    run = client.create_run(experiment_id, run_name=f"sweep-{name}-{grid_hash[:8]}",
+                            tags={SWEEP_TAG: name, GRID_TAG: grid_hash, **tags})
+    return run.info.run_id, False
+
+
+def _record(run) -> dict:
+    """A run as plain data: what the rest of annlab reads, without MLflow's types."""
+    return {"run_id": run.info.run_id, "run_name": run.info.run_name,
+            "status": run.info.status, "start_time": run.info.start_time,
+            "params": dict(run.data.params), "metrics": dict(run.data.metrics),
+            "tags": dict(run.data.tags)}
+
+
+def finished_child(uri: str, experiment_id: str, parent_run_id: str, config_hash: str
+                   ) -> dict | None:
+    """A FINISHED child of the parent with this config hash, or None."""
+    runs = _search(uri, experiment_id, f"tags.`mlflow.parentRunId` = '{parent_run_id}' and "
+                                       f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}' and "
+                                       "attributes.status = 'FINISHED'")
+    return _record(runs[0]) if runs else None
+
+
+def children(uri: str, experiment_id: str, parent_run_id: str) -> list[dict]:
+    return [_record(r) for r in
+            _search(uri, experiment_id, f"tags.`mlflow.parentRunId` = '{parent_run_id}'")]
+
+
+def metric_history(uri: str, run_id: str, key: str) -> pd.Series:
+    points = sorted((m.step, m.value) for m in client_for(uri).get_metric_history(run_id, key))
+    return pd.Series([v for _, v in points], index=[s for s, _ in points], name=key)
+
+
+def download(uri: str, run_id: str, artifact_path: str, dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(client_for(uri).download_artifacts(run_id, artifact_path, str(dst)))
+
+
+def end_run(uri: str, run_id: str, status: str, reason: str | None = None) -> None:
+    """Terminate a run by status name, recording ``reason`` as its failure."""
+    client = client_for(uri)
+    if reason:
+        client.set_tag(run_id, FAILURE_TAG, reason[:5000])
+    client.set_terminated(run_id, status)
+
+
+def kill_stale_children(uri: str, experiment_id: str, parent_run_id: str, reason: str
+                        ) -> list[str]:
+    """End every child still RUNNING (its worker died or was interrupted) as KILLED."""
+    stale = [r["run_id"] for r in children(uri, experiment_id, parent_run_id)
+             if r["status"] == "RUNNING"]
+    for run_id in stale:
+        end_run(uri, run_id, "KILLED", reason)
+    return stale
