@@ -49,7 +49,7 @@ def sweep_job(cfg: DictConfig, hc) -> dict:
     progress = f"[{hc.job.num + 1}/{os.environ.get('ANNLAB_SWEEP_SIZE', '?')}] {label:<20}"
     try:
         result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
-    except (ConfigError, TrackingError, DivergenceError, ValueError, ArithmeticError) as err:
+    except Exception as err:  # recorded as FAILED by the run itself; the sweep goes on
         print(f"{progress} FAILED  {err}", flush=True)
         return {"status": "FAILED", "error": str(err)}
     seconds = time.perf_counter() - start

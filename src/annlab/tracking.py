@@ -182,6 +182,8 @@ def tracked_run(uri: str, experiment_id: str, run_name: str, tags: Mapping[str, 
         if isinstance(err, KeyboardInterrupt) or _received:
             reason = _received[0] if _received else "interrupted (Ctrl-C)"
             _close(client, handle.run_id, RunStatus.KILLED, reason)
+            if not isinstance(err, KeyboardInterrupt):
+                raise _Interrupted(reason) from err
         else:
             _close(client, handle.run_id, RunStatus.FAILED, str(err) or type(err).__name__)
         raise

@@ -1,0 +1,182 @@
+"""`make sweep`: nesting, resume, failure isolation, concurrency and launcher independence.
+
+Each test runs the real CLI on a small grid with few epochs, into its own sqlite store.
+"""
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from annlab import tracking
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+TINY = ["train.epochs=8", "plot.frames=2", "plot.grid_size=12", "plot.dpi=30",
+        "data.n_samples=120", "model.activation=tanh,relu", "model.hidden_nodes=3",
+        "train.learning_rate=0.1,0.5"]
+
+
+def _sweep(tmp_path, uri, *overrides, launcher="basic", popen=False):
+    args = [sys.executable, "-m", "pipelines.run", "sweep=default", *TINY,
+            f"hydra/launcher={launcher}", f"tracking.uri={uri}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides]
+    if launcher == "joblib":
+        args.append("hydra.launcher.n_jobs=2")
+    kw = {"cwd": REPO, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    return subprocess.Popen(args, **kw) if popen else subprocess.run(args, timeout=600, **kw)
+
+
+def _all_runs(uri):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("annlab")
+    return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+def _split(uri):
+    runs = _all_runs(uri)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, kids
+
+
+@pytest.fixture
+def uri(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_one_parent_with_a_child_per_config_and_the_summary(tmp_path, uri):
+    out = _sweep(tmp_path, uri)
+    assert out.returncode == 0, out.stderr
+    (parent,), kids = _split(uri)
+    assert len(kids) == 4
+    assert {k.info.run_name for k in kids} == {"tanh-h3-lr0.1", "tanh-h3-lr0.5",
+                                               "relu-h3-lr0.1", "relu-h3-lr0.5"}
+    for kid in kids:
+        assert kid.info.status == "FINISHED"
+        assert kid.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert kid.data.tags["annlab.sweep"] == parent.data.tags["annlab.sweep"] == "grid"
+    assert parent.info.status == "FINISHED"
+    best = min(kids, key=lambda k: k.data.metrics["val_misclassification"])
+    assert parent.data.metrics["best_val_misclassification"] == \
+        best.data.metrics["val_misclassification"]
+    assert parent.data.tags["annlab.best_run"] in {k.info.run_id for k in kids
+                                                   if k.data.metrics["val_misclassification"]
+                                                   == best.data.metrics["val_misclassification"]}
+    client = MlflowClient(uri)
+    files = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
+    assert files == {"figures/val_misclassification_heatmaps.png", "figures/val_curves.png",
+                     "figures/boundaries.png"}
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "sweep_summary.csv",
+                                                  str(tmp_path)))
+    assert len(table) == 4 and set(table["status"]) == {"FINISHED"}
+    assert "[1/4]" in out.stdout and "make ui" in out.stdout
+
+
+def test_a_failing_config_is_isolated_recorded_and_named(tmp_path, uri):
+    out = _sweep(tmp_path, uri, "model.activation=relu", "train.learning_rate=0.1,1e300")
+    assert out.returncode != 0
+    assert "relu-h3-lr1e+300" in out.stderr and "did not finish" in out.stderr
+    (parent,), kids = _split(uri)
+    status = {k.info.run_name: k.info.status for k in kids}
+    assert status == {"relu-h3-lr0.1": "FINISHED", "relu-h3-lr1e+300": "FAILED"}
+    failed = next(k for k in kids if k.info.status == "FAILED")
+    assert failed.data.tags["annlab.failure"].startswith("diverged at epoch")
+    assert parent.info.status == "FAILED"
+
+
+def test_a_bad_grid_value_stops_before_any_run(tmp_path, uri):
+    out = _sweep(tmp_path, uri, "model.activation=tanh,softmax")
+    assert out.returncode != 0
+    assert "model.activation='softmax'" in out.stderr
+    assert _all_runs(uri) == []
+
+
+def test_resume_after_sigterm_runs_only_the_missing_configs(tmp_path, uri):
+    proc = _sweep(tmp_path, uri, "train.epochs=3000", popen=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            kids = _split(uri)[1]
+            if any(k.info.status == "FINISHED" for k in kids) and len(kids) >= 2:
+                break
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    parents, kids = _split(uri)
+    assert all(r.info.status != "RUNNING" for r in parents + kids)
+    assert parents[0].info.status == "KILLED"
+    done_before = {k.info.run_id for k in kids if k.info.status == "FINISHED"}
+    assert 1 <= len(done_before) < 4
+
+    out = _sweep(tmp_path, uri, "train.epochs=3000")
+    assert out.returncode == 0, out.stderr
+    parents_after, kids_after = _split(uri)
+    assert [p.info.run_id for p in parents_after] == [parents[0].info.run_id]
+    assert parents_after[0].info.status == "FINISHED"
+    finished = [k for k in kids_after if k.info.status == "FINISHED"]
+    hashes = [k.data.tags["annlab.config_hash"] for k in finished]
+    assert len(finished) == 4 and len(set(hashes)) == 4  # no duplicate FINISHED child
+    assert done_before <= {k.info.run_id for k in finished}  # earlier results kept, not redone
+    assert out.stdout.count("already done") == len(done_before)
+
+
+def _writer(uri, experiment_id, k, steps):
+    history = pd.DataFrame({"a": [float(k * 100_000 + s) for s in range(steps)],
+                            "b": [float(s) for s in range(steps)]}, index=range(1, steps + 1))
+    with tracking.tracked_run(uri, experiment_id, f"writer-{k}", {}) as run:
+        for chunk in range(0, steps, 250):  # several transactions each, interleaving
+            run.log_history(history.iloc[chunk:chunk + 250])
+
+
+def test_concurrent_writers_lose_no_metric_point(tmp_path, uri):
+    experiment_id = tracking.prepare(uri, "annlab")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(uri, experiment_id, k, 1000)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    client = MlflowClient(uri)
+    runs = client.search_runs([experiment_id])
+    assert len(runs) == 4
+    for run in runs:
+        k = int(run.info.run_name.split("-")[1])
+        points = client.get_metric_history(run.info.run_id, "a")
+        assert sorted(p.value for p in points) == [float(k * 100_000 + s) for s in range(1000)]
+        assert run.info.status == "FINISHED"
+
+
+def test_same_config_same_curves_under_basic_and_joblib(tmp_path):
+    curves = {}
+    for launcher in ("basic", "joblib"):
+        uri = f"sqlite:///{tmp_path / launcher}.db"
+        out = _sweep(tmp_path / launcher, uri, launcher=launcher)
+        assert out.returncode == 0, out.stderr
+        client = MlflowClient(uri)
+        curves[launcher] = {
+            (k.info.run_name, key): [(m.step, m.value) for m in sorted(
+                client.get_metric_history(k.info.run_id, key), key=lambda m: m.step)]
+            for k in _split(uri)[1]
+            for key in ("train_loss", "val_loss", "train_misclassification",
+                        "val_misclassification")}
+    assert len(curves["basic"]) == 16
+    assert curves["basic"] == curves["joblib"]  # float equality: bitwise
+
+
+def test_parent_id_travels_by_our_variable_not_mlflow_run_id():
+    text = (REPO / "conf" / "sweep" / "default.yaml").read_text()
+    assert "ANNLAB_SWEEP_PARENT_RUN_ID" in text and "MLFLOW_RUN_ID" not in text
+    assert "MLFLOW_RUN_ID" not in os.environ
