@@ -17,13 +17,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from annlab.config import ConfigError, run_name
-from annlab.network import DivergenceError
-from annlab.pipeline import run_experiment
 from annlab.tracking import TrackingError
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
+    # Imported here, not above: a sweep's launching process needs neither (nor scikit-learn).
+    from annlab.network import DivergenceError
+    from annlab.pipeline import run_experiment
+
     hc = HydraConfig.get()
     if hc.mode == RunMode.MULTIRUN:
         return sweep_job(cfg, hc)
@@ -45,6 +47,8 @@ def main(cfg: DictConfig) -> dict:
 
 def sweep_job(cfg: DictConfig, hc) -> dict:
     """One config of a sweep: a failure is recorded and reported, and the sweep goes on."""
+    from annlab.pipeline import run_experiment
+
     start, label = time.perf_counter(), run_name(cfg)
     progress = f"[{hc.job.num + 1}/{os.environ.get('ANNLAB_SWEEP_SIZE', '?')}] {label:<20}"
     try:

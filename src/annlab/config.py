@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from annlab.network import ACTIVATIONS
+from annlab.activations import ACTIVATIONS
 
 
 @dataclass

@@ -12,6 +12,7 @@ colour table, overlaid by that canvas and titled with Pillow.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,8 +22,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from annlab.network import forward
-from annlab.training import Snapshot
+if TYPE_CHECKING:  # plots must not import scikit-learn (a sweep's launcher uses this module)
+    from annlab.training import Snapshot
 
 CLASS_COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
 FIELD_ALPHA = 0.45  # how strongly the probability field tints the white background
@@ -61,6 +62,8 @@ def probability_grids(snapshots: list[Snapshot], activation: str, extent, grid_s
     Row 0 is the top of the plot (largest y), as in an image. Frames are evaluated together,
     stacked weights through :func:`annlab.network.forward`, in chunks of bounded memory.
     """
+    from annlab.network import forward
+
     xmin, xmax, ymin, ymax = extent
     centres = (np.arange(grid_size) + 0.5) / grid_size
     xs, ys = xmin + centres * (xmax - xmin), ymax - centres * (ymax - ymin)

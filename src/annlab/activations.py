@@ -1,0 +1,37 @@
+"""Hidden-layer activations and their derivatives: two small tables, as in scikit-learn's MLP.
+
+Kept apart from the estimator so that code which only needs the names (config validation, a
+sweep's launching process) does not import scikit-learn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy.special import expit
+
+
+def _tanh(z):
+    # tanh(z) = 2 / (1 + exp(-2z)) - 1: the same function, about twice as fast as np.tanh on
+    # float64 where numpy has no SIMD tanh (AVX2). exp may overflow to inf, giving exactly -1.
+    with np.errstate(over="ignore"):
+        np.exp(np.multiply(z, -2.0, out=z), out=z)
+    z += 1.0
+    np.divide(2.0, z, out=z)
+    z -= 1.0
+    return z
+
+
+# Activations work in place on the pre-activation z (it is not needed afterwards) and return it.
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": _tanh,
+    "sigmoid": lambda z: expit(z, out=z),
+    "relu": lambda z: np.maximum(z, 0.0, out=z),
+}
+# f'(z) expressed through a = f(z), each formula matching its own f.
+DERIVATIVES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": lambda a: 1.0 - a * a,
+    "sigmoid": lambda a: a * (1.0 - a),
+    "relu": lambda a: (a > 0.0).astype(a.dtype),
+}
