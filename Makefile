@@ -12,7 +12,7 @@ RUN_ID ?=
 STORE_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/outputs/mlflow.db)
 UI_PORT ?= 5000
 
-.PHONY: help install run sweep ui figures reproduce test bench lint lock clean
+.PHONY: help install run sweep ui figures docs reproduce test bench lint lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ ui: $(STAMP)  ## MLflow UI over the same store, on 127.0.0.1 only (UI_PORT=5000)
 
 figures: $(STAMP)  ## rebuild the post's Figures 2 and 3 from conf/experiment/$(EXPERIMENT).yaml
 	$(PY) -m pipelines.figures experiment=$(EXPERIMENT) $(ARGS)
+
+docs: $(STAMP)  ## rebuild the README's figures in docs/ (checked by the tests)
+	$(PY) -m pipelines.docs experiment=figure2 hydra.run.dir=outputs/runs/docs
 
 reproduce: $(STAMP)  ## rerun a tracked run (RUN_ID=...) and compare everything
 	@test -n "$(RUN_ID)" || { echo "usage: make reproduce RUN_ID=<mlflow run id>" >&2; exit 2; }

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from annlab import plots, provenance, tracking, training
 from annlab.config import config_hash, flatten, hidden_sizes, run_name, validate
-from annlab.data import Splits, derive_seed, make_splits
+from annlab.data import DataCache, Splits, derive_seed, make_splits
 from annlab.model_io import save_weights
 from annlab.network import NeuralNetClassifier
+from annlab.provenance import REPO_ROOT
 
 
 @dataclass
@@ -26,9 +29,17 @@ class RunResult:
     skipped: bool = False  # a sweep job whose config already has a FINISHED child
 
 
-def build_data(cfg: DictConfig) -> Splits:
+def data_cache() -> DataCache:
+    """outputs/cache of the repo, or $ANNLAB_CACHE_DIR."""
+    return DataCache(Path(os.environ.get("ANNLAB_CACHE_DIR", REPO_ROOT / "outputs" / "cache")))
+
+
+def build_data(cfg: DictConfig, cache: DataCache | None = None) -> Splits:
+    """The data stage, through ``cache`` when given."""
     d = cfg.data
-    return make_splits(d.n_samples, d.noise, d.train_fraction, d.val_fraction, cfg.seed)
+    params = {"n_samples": d.n_samples, "noise": d.noise, "train_fraction": d.train_fraction,
+              "val_fraction": d.val_fraction}
+    return cache.get(params, cfg.seed)[0] if cache else make_splits(**params, seed=cfg.seed)
 
 
 def build_model(cfg: DictConfig) -> NeuralNetClassifier:
@@ -54,6 +65,30 @@ def make_figures(model: NeuralNetClassifier, snapshots, history, splits: Splits,
     return figures
 
 
+@dataclass
+class Outcome:
+    """Everything a run produces, before it is tracked."""
+
+    history: pd.DataFrame
+    scores: dict[str, float]
+    figures: dict[str, Path]
+    weights: Path
+
+
+def execute(cfg: DictConfig, splits: Splits, model: NeuralNetClassifier, out_dir: Path
+            ) -> Outcome:
+    """Train, evaluate and plot: the stages after the data, writing files under ``out_dir``.
+
+    If training fails, ``model.history_`` still holds the curves up to the failure.
+    """
+    snapshots = training.train(model, splits,
+                               training.frame_epochs(cfg.train.epochs, cfg.plot.frames))
+    history = training.history_frame(model)
+    return Outcome(history, training.evaluate(model, splits),
+                   make_figures(model, snapshots, history, splits, cfg, out_dir / "figures"),
+                   save_weights(model, out_dir / "weights.npz"))
+
+
 def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path) -> RunResult:
     """Validate, then run and track one config; files go to ``out_dir``.
 
@@ -68,7 +103,7 @@ def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path) -> 
         return RunResult(done["run_id"], name, experiment_id, uri,
                          {k: done["metrics"].get(k, float("nan"))
                           for k in training.FINAL_METRICS}, skipped=True)
-    splits = build_data(cfg)
+    splits = build_data(cfg, data_cache())
     model = build_model(cfg)
     git = provenance.git_state()
     env = provenance.environment(git)
@@ -94,16 +129,13 @@ def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path) -> 
         splits.save(out_dir / "splits.npz")
         run.log_artifact(out_dir / "splits.npz", "data")
         try:
-            snapshots = training.train(
-                model, splits, training.frame_epochs(cfg.train.epochs, cfg.plot.frames))
-        finally:  # a diverged run keeps the curves up to its last finite epoch
-            history = training.history_frame(model)
-            run.log_history(history)
-        scores = training.evaluate(model, splits)
-        run.log_metrics(scores)
-        figures = make_figures(model, snapshots, history, splits, cfg, out_dir / "figures")
-        for path in figures.values():
+            outcome = execute(cfg, splits, model, out_dir)
+        except BaseException:  # a diverged run keeps the curves up to its last finite epoch
+            run.log_history(training.history_frame(model))
+            raise
+        run.log_history(outcome.history)
+        run.log_metrics(outcome.scores)
+        for path in outcome.figures.values():
             run.log_artifact(path, "figures")
-        weights = save_weights(model, out_dir / "weights.npz")
-        run.log_model(weights, splits.X_train[:5], model.predict(splits.X_train[:5]))
-    return RunResult(run.run_id, name, experiment_id, uri, scores, figures)
+        run.log_model(outcome.weights, splits.X_train[:5], model.predict(splits.X_train[:5]))
+    return RunResult(run.run_id, name, experiment_id, uri, outcome.scores, outcome.figures)

@@ -47,8 +47,11 @@ def platform_info() -> dict:
 
     cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
                 if line.startswith("model name")), platform.processor())
+    # numpy's own BLAS only: which other libraries threadpoolctl sees depends on what happens
+    # to be imported yet, and the fingerprint must not.
     blas = [{k: lib.get(k) for k in ("internal_api", "version", "architecture")}
-            for lib in threadpool_info() if lib.get("user_api") == "blas"]
+            for lib in threadpool_info()
+            if lib.get("user_api") == "blas" and "numpy" in lib.get("filepath", "")]
     info = {
         "machine": platform.machine(),
         "system": platform.system(),

@@ -262,13 +262,27 @@ def children(uri: str, experiment_id: str, parent_run_id: str) -> list[dict]:
 
 
 def metric_history(uri: str, run_id: str, key: str) -> pd.Series:
-    points = sorted((m.step, m.value) for m in client_for(uri).get_metric_history(run_id, key))
-    return pd.Series([v for _, v in points], index=[s for s, _ in points], name=key)
+    """A metric by step; where a step was logged more than once, its latest value."""
+    points = {m.step: m.value for m in sorted(client_for(uri).get_metric_history(run_id, key),
+                                              key=lambda m: (m.step, m.timestamp))}
+    return pd.Series(points, name=key, dtype=float)
 
 
 def download(uri: str, run_id: str, artifact_path: str, dst: Path) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
-    return Path(client_for(uri).download_artifacts(run_id, artifact_path, str(dst)))
+    try:
+        return Path(client_for(uri).download_artifacts(run_id, artifact_path, str(dst)))
+    except (MlflowException, OSError) as err:
+        raise TrackingError(f"run {run_id}: cannot read artifact {artifact_path}: {err}") from err
+
+
+def load_run(uri: str, run_id: str) -> dict:
+    """A run as plain data, with its experiment id; a clear error for an unknown id."""
+    try:
+        run = client_for(uri).get_run(run_id)
+    except MlflowException as err:
+        raise TrackingError(f"no run with id {run_id!r} in {uri}") from err
+    return {**_record(run), "experiment_id": run.info.experiment_id}
 
 
 def end_run(uri: str, run_id: str, status: str, reason: str | None = None) -> None:

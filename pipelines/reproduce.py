@@ -1,0 +1,38 @@
+"""`make reproduce RUN_ID=...`: rerun a tracked run from its recorded config and compare.
+
+    python -m pipelines.reproduce <run id> [--uri URI]
+
+Prints `identical` (exit 0) or each difference (exit 1); the verdict is tracked as a run
+tagged `annlab.reproduces=<run id>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from annlab.config import ConfigError
+from annlab.reproduce import record_verdict, reproduce
+from annlab.tracking import TrackingError, resolve_uri
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make reproduce", description=__doc__.split("\n")[0])
+    parser.add_argument("run_id")
+    parser.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else the "
+                                      "embedded store)")
+    args = parser.parse_args(argv)
+    uri = resolve_uri(args.uri)
+    try:
+        report = reproduce(uri, args.run_id)
+        verdict_run = record_verdict(uri, report)
+    except (TrackingError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report.text())
+    print(f"verdict tracked as run {verdict_run} (tag annlab.reproduces={args.run_id})")
+    return 1 if report.differences else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

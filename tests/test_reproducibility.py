@@ -1,0 +1,198 @@
+"""Same config, same bits: across processes, reruns, BLAS threads; `make figures`, `make
+reproduce`, the data cache and the README's figures."""
+
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from annlab import tracking
+from annlab.data import DataCache, Splits
+from annlab.pipeline import run_experiment
+from annlab.provenance import LOCK_FILE, file_hash, platform_info
+from annlab.reproduce import compare_file
+from pipelines.docs import DOCS, render
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+DIGEST = """
+import hashlib, sys
+from pathlib import Path
+from hydra import compose, initialize_config_dir
+import pipelines
+from annlab.pipeline import build_data, build_model, execute
+with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
+    cfg = compose(config_name="config", overrides=sys.argv[3:])
+model = build_model(cfg)
+out = execute(cfg, build_data(cfg), model, Path(sys.argv[2]))
+h = hashlib.sha256(out.history.to_numpy().tobytes())
+for a in model.coefs_ + model.intercepts_:
+    h.update(a.tobytes())
+for name in sorted(out.figures):
+    h.update(out.figures[name].read_bytes())
+print(h.hexdigest())
+"""
+
+
+def _digest(tmp_path, threads, *overrides):
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run([sys.executable, "-c", DIGEST, str(REPO / "conf"),
+                          str(tmp_path / f"t{threads}"), *overrides],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_same_bits_in_fresh_processes_with_one_or_two_blas_threads(tmp_path, fast_overrides):
+    overrides = [*fast_overrides, "model.hidden_nodes=[12,7]", "train.batch_size=32"]
+    one, two = _digest(tmp_path, 1, *overrides), _digest(tmp_path, 2, *overrides)
+    again = _digest(tmp_path / "again", 2, *overrides)
+    assert one == two == again
+
+
+def _png_chunks(path):
+    data = path.read_bytes()[8:]
+    chunks = []
+    while data:
+        length, kind = struct.unpack(">I4s", data[:8])
+        chunks.append(kind.decode())
+        data = data[12 + length:]
+    return chunks
+
+
+def test_figures_carry_no_time_or_software_metadata(fast_cfg, tmp_path):
+    result = run_experiment(fast_cfg(), [], tmp_path)
+    for key in ("misclassification", "boundary_final"):
+        assert set(_png_chunks(result.figures[key])) <= {"IHDR", "PLTE", "IDAT", "IEND",
+                                                          "pHYs", "tRNS"}
+    gif = result.figures["boundary"].read_bytes()
+    assert b"\x21\xfe" not in gif  # no comment extension
+
+
+def _reproduce(uri, run_id, **env):
+    return subprocess.run([sys.executable, "-m", "pipelines.reproduce", run_id, "--uri", uri],
+                          cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_fresh_run_reproduces_identically_and_the_verdict_is_tracked(fast_cfg, store_uri,
+                                                                        tmp_path):
+    result = run_experiment(fast_cfg(), [], tmp_path)
+    out = _reproduce(store_uri, result.run_id, OPENBLAS_NUM_THREADS="1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "\nidentical: " in out.stdout
+    client = MlflowClient(store_uri)
+    (verdict,) = client.search_runs(
+        [result.experiment_id], f"tags.`annlab.reproduces` = '{result.run_id}'")
+    assert verdict.data.tags["annlab.verdict"] == "identical"
+    assert client.get_run(result.run_id).info.status == "FINISHED"  # original untouched
+
+
+def test_altered_metrics_are_reported_with_the_first_differing_epoch(fast_cfg, store_uri,
+                                                                      tmp_path):
+    result = run_experiment(fast_cfg(), [], tmp_path)
+    client = MlflowClient(store_uri)
+    client.log_metric(result.run_id, "val_loss", 123.0, step=7)
+    client.log_metric(result.run_id, "test_accuracy", 0.5)
+    out = _reproduce(store_uri, result.run_id)
+    assert out.returncode == 1
+    assert "val_loss: first differs at epoch 7: recorded 123.0" in out.stdout
+    assert "test_accuracy: recorded 0.5" in out.stdout
+    assert "different:" in out.stdout
+
+
+def test_an_altered_config_is_reported(fast_cfg, store_uri, tmp_path):
+    result = run_experiment(fast_cfg(), [], tmp_path)
+    client = MlflowClient(store_uri)
+    cfg = OmegaConf.load(client.download_artifacts(result.run_id, "config/config.yaml",
+                                                   str(tmp_path)))
+    cfg.train.learning_rate = 0.25
+    client.log_text(result.run_id, OmegaConf.to_yaml(cfg), "config/config.yaml")
+    out = _reproduce(store_uri, result.run_id)
+    assert out.returncode == 1
+    assert "config hash: recorded" in out.stdout and "train_loss: first differs" in out.stdout
+
+
+def test_sweep_children_reproduce(fast_cfg, store_uri, tmp_path):
+    cfg = fast_cfg()
+    experiment_id = tracking.prepare(store_uri, cfg.tracking.experiment)
+    parent, _ = tracking.open_sweep_parent(store_uri, experiment_id, "t", "g" * 16, {})
+    cfg.tracking.parent_run_id, cfg.tracking.sweep = parent, "t"
+    child = run_experiment(cfg, [], tmp_path)
+    out = _reproduce(store_uri, child.run_id)
+    assert out.returncode == 0 and "identical" in out.stdout, out.stdout + out.stderr
+
+
+def test_unknown_run_is_a_clear_error(store_uri):
+    tracking.prepare(store_uri, "annlab")
+    out = _reproduce(store_uri, "0123456789abcdef")
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"error: no run with id '0123456789abcdef' in {store_uri}"
+
+
+def test_make_figures_twice_gives_the_same_bytes(store_uri, tmp_path):
+    digests = []
+    for i in range(2):
+        out = subprocess.run(
+            [sys.executable, "-m", "pipelines.figures", "experiment=figure2",
+             f"hydra.run.dir={tmp_path / str(i)}"], cwd=REPO, capture_output=True, text=True,
+            env={**os.environ, "MLFLOW_TRACKING_URI": store_uri}, timeout=300)
+        assert out.returncode == 0, out.stderr
+        files = sorted((REPO / "outputs" / "figures" / "figure2").iterdir())
+        assert [f.name for f in files] == ["figure2.gif", "figure2_final.png", "figure3.png"]
+        digests.append([hashlib.sha256(f.read_bytes()).hexdigest() for f in files])
+    assert digests[0] == digests[1]
+
+
+def test_readme_figures_are_what_the_code_makes(compose_cfg, tmp_path):
+    record = json.loads((DOCS / "figures.json").read_text())
+    built = render(compose_cfg(["experiment=figure2"]), tmp_path)
+    same_platform = (record["platform"] == platform_info()["fingerprint"]
+                     and record["lock_hash"] == file_hash(LOCK_FILE))
+    for name, path in built.items():
+        diff = compare_file(name, DOCS / name, path, tolerant=not same_platform)
+        assert diff is None, f"{diff}: run `make docs` and commit docs/"
+        if same_platform:
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == record["files"][name]
+
+
+def test_cache_hits_rebuilds_corrupt_entries_and_never_uses_them(tmp_path, capsys):
+    cache = DataCache(tmp_path)
+    params = {"n_samples": 120, "noise": 0.2, "train_fraction": 0.5, "val_fraction": 0.25}
+    first, state = cache.get(params, 3)
+    assert state == "generated"
+    again, state = cache.get(params, 3)
+    assert state == "hit" and again.digest() == first.digest()
+    (entry,) = tmp_path.glob("*.npz")
+    tampered = dict(np.load(entry))
+    tampered["X_train"] = tampered["X_train"] + 1.0
+    np.savez(entry, **tampered)
+    rebuilt, state = cache.get(params, 3)
+    assert state == "rebuilt" and rebuilt.digest() == first.digest()
+    assert "does not match its hash" in capsys.readouterr().err
+    assert Splits.load(entry).digest() == first.digest()
+    assert cache.get({**params, "noise": 0.3}, 3)[1] == "generated"
+
+
+CACHE_WORKER = """
+import sys
+from annlab.data import DataCache
+params = {"n_samples": 3000, "noise": 0.2, "train_fraction": 0.6, "val_fraction": 0.2}
+print(DataCache(sys.argv[1]).get(params, 0)[1])
+"""
+
+
+def test_parallel_jobs_generate_a_dataset_once(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-c", CACHE_WORKER, str(tmp_path)], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    states = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+    assert states == ["generated", "hit", "hit", "hit"]
