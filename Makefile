@@ -34,6 +34,7 @@ sweep: $(STAMP)  ## grid over activation x hidden nodes x learning rate, jobs in
 ui: $(STAMP)  ## MLflow UI over the same store, on 127.0.0.1 only (UI_PORT=5000)
 	@case "$(STORE_URI)" in http*) echo "the store is a server: open $(STORE_URI)"; exit 0;; esac; \
 	echo "MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C stops it)"; \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
 	exec $(VENV)/bin/mlflow ui --backend-store-uri "$(STORE_URI)" --host 127.0.0.1 \
 	  --port $(UI_PORT) --workers 1
 

@@ -3,6 +3,7 @@
 import socket
 import time
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -57,3 +58,58 @@ def test_uri_precedence(monkeypatch):
     assert tracking.resolve_uri(None) == "sqlite:////tmp/env.db"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert tracking.resolve_uri(None) == f"sqlite:///{tracking.DEFAULT_STORE}"
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1, in its own process group, stopped afterwards."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import requests
+
+    root = tmp_path_factory.mktemp("server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+         f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "art"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{uri}/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start within 120 s")
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_run_tracks_into_an_mlflow_server(mlflow_server, fast_cfg, tmp_path, monkeypatch):
+    import mlflow.pyfunc
+
+    from annlab.pipeline import run_experiment
+
+    result = run_experiment(fast_cfg(f"tracking.uri={mlflow_server}"), [], tmp_path)
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and len(
+        client.get_metric_history(result.run_id, "val_loss")) == 60
+    assert {a.path for a in client.list_artifacts(result.run_id, "figures")} >= {
+        "figures/boundary.gif", "figures/misclassification.png"}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # for runs:/ to resolve
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    assert model.predict(np.array([[-1.0, 0.5]])).tolist() == [0]
