@@ -62,8 +62,9 @@ def forward(X, coefs, intercepts, activation):
 def loss(logp, Y, coefs, reg_lambda):
     """Mean cross-entropy (Y one-hot) plus the L2 penalty reg_lambda / (2 n) * sum(W**2)."""
     n = len(Y)
-    penalty = sum(np.vdot(W, W) for W in coefs)
-    return (reg_lambda / 2 * penalty - np.vdot(Y, logp)) / n
+    penalty = sum(np.vdot(W, W) for W in coefs) if reg_lambda else 0.0
+    # .T views of the column-major arrays are contiguous: vdot then needs no copies.
+    return (reg_lambda / 2 * penalty - np.vdot(Y.T, logp.T)) / n
 
 
 def gradients(acts, logp, Y, coefs, activation, reg_lambda):
@@ -76,7 +77,8 @@ def gradients(acts, logp, Y, coefs, activation, reg_lambda):
     grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
     for i in range(len(coefs) - 1, -1, -1):
         grad_W[i] = acts[i].T @ delta
-        grad_W[i] += (reg_lambda / n) * coefs[i]
+        if reg_lambda:
+            grad_W[i] += (reg_lambda / n) * coefs[i]
         grad_b[i] = delta.sum(axis=0)
         if i:  # back through layer i's weights and the activation that produced acts[i]
             delta = (coefs[i] @ delta.T).T
