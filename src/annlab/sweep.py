@@ -48,6 +48,9 @@ def plot_heatmaps(table: pd.DataFrame, path: Path) -> Path:
     rates = sorted(table["train.learning_rate"].dropna().unique(), key=float)
     fig = Figure(figsize=(4.2 * max(len(acts), 1), 3.6), dpi=90)
     axes = fig.subplots(1, max(len(acts), 1), squeeze=False)[0]
+    if not acts:  # no config has params to place (none ran)
+        axes[0].set_axis_off()
+        axes[0].text(0.5, 0.5, "no configuration ran", ha="center", va="center")
     for ax, act in zip(axes, acts):
         sub = table[table["model.activation"] == act]
         grid = np.full((len(hidden), len(rates)), np.nan)
@@ -62,7 +65,8 @@ def plot_heatmaps(table: pd.DataFrame, path: Path) -> Path:
         ax.set(title=act, xlabel="learning rate", ylabel="hidden nodes",
                xticks=range(len(rates)), xticklabels=rates, yticks=range(len(hidden)),
                yticklabels=hidden)
-    fig.colorbar(image, ax=list(axes), label="final validation misclassification")
+    if acts:
+        fig.colorbar(image, ax=list(axes), label="final validation misclassification")
     fig.savefig(path, metadata=PNG_METADATA)
     return path
 
