@@ -74,7 +74,7 @@ def grid_configs(config: DictConfig) -> list[DictConfig]:
 
 class SweepCallback(Callback):
     def __init__(self) -> None:
-        self.uri = self.experiment_id = self.parent = None
+        self.uri = self.experiment_id = self.parent = self.parent_name = None
         self.grid: dict[str, str] = {}
         self.done = False
 
@@ -90,11 +90,12 @@ class SweepCallback(Callback):
             sys.exit("error: the sweep repeats a config; each grid point must differ")
         name = config.tracking.sweep or "grid"
         grid_hash = hashlib.sha256(",".join(sorted(self.grid)).encode()).hexdigest()[:16]
+        self.parent_name = f"sweep-{name}-{grid_hash[:8]}"
         try:
             self.uri = tracking.resolve_uri(config.tracking.uri)
             self.experiment_id = tracking.prepare(self.uri, config.tracking.experiment)
             self.parent, resumed = tracking.open_sweep_parent(
-                self.uri, self.experiment_id, name, grid_hash,
+                self.uri, self.experiment_id, name, grid_hash, self.parent_name,
                 {"annlab.sweep_size": str(len(jobs))})
         except tracking.TrackingError as err:
             sys.exit(f"error: {err}")
@@ -102,7 +103,8 @@ class SweepCallback(Callback):
         atexit.register(self._abandon)
         signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
         verb = "resuming" if resumed else "starting"
-        print(f"{verb} sweep {name!r}: {len(jobs)} configs, parent run {self.parent}", flush=True)
+        print(f"{verb} sweep {name!r}: {len(jobs)} configs, parent run {self.parent_name} "
+              f"({self.parent})", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         tracking.kill_stale_children(self.uri, self.experiment_id, self.parent,
@@ -120,7 +122,7 @@ class SweepCallback(Callback):
                 ", ".join(failed["run_name"])
         tracking.end_run(self.uri, self.parent, "FAILED" if reason else "FINISHED", reason)
         self.done = True
-        _print_summary(table, self.parent)
+        _print_summary(table, self.parent, self.parent_name)
         if reason:
             sys.exit(f"error: {reason}")
 
@@ -161,9 +163,9 @@ def _sigterm_to_interrupt(signum, frame):
     raise KeyboardInterrupt("terminated (SIGTERM)")
 
 
-def _print_summary(table, parent: str) -> None:
+def _print_summary(table, parent: str, name: str) -> None:
     shown = table[["run_name", "status", "train_accuracy", "val_accuracy", "test_accuracy"]]
     print("\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.3f}",
                                  na_rep="-"))
-    print(f"\nsweep parent run {parent}: summary in its figures/ and sweep_summary.csv; "
-          "browse with `make ui`", flush=True)
+    print(f"\nsweep parent run {name} ({parent}): summary in its figures/ and "
+          "sweep_summary.csv; browse with `make ui`", flush=True)

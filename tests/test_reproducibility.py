@@ -125,7 +125,7 @@ def test_an_altered_config_is_reported(fast_cfg, store_uri, tmp_path):
 def test_sweep_children_reproduce(fast_cfg, store_uri, tmp_path):
     cfg = fast_cfg()
     experiment_id = tracking.prepare(store_uri, cfg.tracking.experiment)
-    parent, _ = tracking.open_sweep_parent(store_uri, experiment_id, "t", "g" * 16, {})
+    parent, _ = tracking.open_sweep_parent(store_uri, experiment_id, "t", "g" * 16, "p", {})
     cfg.tracking.parent_run_id, cfg.tracking.sweep = parent, "t"
     child = run_experiment(cfg, [], tmp_path)
     out = _reproduce(store_uri, child.run_id)

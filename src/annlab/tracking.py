@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 import requests
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -119,9 +119,9 @@ class Run:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()
                                                  if v is not None])
 
-    def log_metrics(self, values: Mapping[str, float], step: int = 0) -> None:
+    def log_metrics(self, values: Mapping[str, float]) -> None:
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0)
                                                     for k, v in values.items()])
 
     def log_history(self, history: pd.DataFrame) -> None:
@@ -172,8 +172,7 @@ def tracked_run(uri: str, experiment_id: str, run_name: str, tags: Mapping[str, 
     except MlflowException as err:
         raise TrackingError(f"cannot create a run in {uri}: {err.message}") from err
     handle = Run(client, run.info.run_id)
-    in_main = _main()
-    previous = {s: signal.signal(s, _on_signal) for s in _SIGNALS} if in_main else {}
+    previous = {s: signal.signal(s, _on_signal) for s in _SIGNALS} if _main() else {}
     _received.clear()
     try:
         yield handle
@@ -181,25 +180,24 @@ def tracked_run(uri: str, experiment_id: str, run_name: str, tags: Mapping[str, 
         # An interrupt that surfaced as another exception (a library wrapped it) still KILLs.
         if isinstance(err, KeyboardInterrupt) or _received:
             reason = _received[0] if _received else "interrupted (Ctrl-C)"
-            _close(client, handle.run_id, RunStatus.KILLED, reason)
+            _close(uri, handle.run_id, "KILLED", reason)
             if not isinstance(err, KeyboardInterrupt):
                 raise _Interrupted(reason) from err
         else:
-            _close(client, handle.run_id, RunStatus.FAILED, str(err) or type(err).__name__)
+            _close(uri, handle.run_id, "FAILED", str(err) or type(err).__name__)
         raise
     else:
-        client.set_terminated(handle.run_id, RunStatus.to_string(RunStatus.FINISHED))
+        client.set_terminated(handle.run_id, "FINISHED")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _close(client: MlflowClient, run_id: str, status: int, reason: str) -> None:
+def _close(uri: str, run_id: str, status: str, reason: str) -> None:
     # A second interrupt here must not leave the run RUNNING: ignore it until we are done.
     old = {s: signal.signal(s, signal.SIG_IGN) for s in _SIGNALS} if _main() else {}
     try:
-        client.set_tag(run_id, FAILURE_TAG, reason[:5000])
-        client.set_terminated(run_id, RunStatus.to_string(status))
+        end_run(uri, run_id, status, reason)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
@@ -220,7 +218,7 @@ def _search(uri: str, experiment_id: str, filter_string: str):
     return client_for(uri).search_runs([experiment_id], filter_string, max_results=50_000)
 
 
-def open_sweep_parent(uri: str, experiment_id: str, name: str, grid_hash: str,
+def open_sweep_parent(uri: str, experiment_id: str, name: str, grid_hash: str, run_name: str,
                       tags: Mapping[str, str]) -> tuple[str, bool]:
     """The sweep's parent run: the earlier one of the same name and grid if there is one (it is
     resumed, set RUNNING again), else a new one. Returns (run id, resumed)."""
@@ -230,11 +228,11 @@ def open_sweep_parent(uri: str, experiment_id: str, name: str, grid_hash: str,
              if "mlflow.parentRunId" not in r.data.tags]
     if found:
         latest = max(found, key=lambda r: r.info.start_time)
-        client.update_run(latest.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        client.update_run(latest.info.run_id, status="RUNNING")
         if FAILURE_TAG in latest.data.tags:
             client.delete_tag(latest.info.run_id, FAILURE_TAG)
         return latest.info.run_id, True
-    run = client.create_run(experiment_id, run_name=f"sweep-{name}-{grid_hash[:8]}",
+    run = client.create_run(experiment_id, run_name=run_name,
                             tags={SWEEP_TAG: name, GRID_TAG: grid_hash, **tags})
     return run.info.run_id, False
 
