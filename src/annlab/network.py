@@ -10,6 +10,8 @@ own derivative, written in terms of its output a = f(z).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
@@ -226,7 +228,7 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
                 acts, logp = forward(X, coefs, intercepts, act)
                 self.n_iter_ += 1
                 train_loss = loss(logp, Y, coefs, lam)
-                if not np.isfinite(train_loss):
+                if not math.isfinite(train_loss):
                     raise DivergenceError(self.n_iter_, train_loss)
                 h["train_loss"].append(float(train_loss))
                 h["train_misclassification"].append(np.count_nonzero(logp.argmax(1) != y_idx) / n)
@@ -246,6 +248,8 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
             acts, logp, Y, self.coefs_, self.activation, self.reg_lambda
         )
         for W, b, gW, gb in zip(self.coefs_, self.intercepts_, grad_W, grad_b):
-            W -= self.learning_rate * gW
-            b -= self.learning_rate * gb
+            gW *= self.learning_rate  # the gradients are ours: scale them in place
+            gb *= self.learning_rate
+            W -= gW
+            b -= gb
 
