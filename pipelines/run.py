@@ -48,9 +48,10 @@ def main(cfg: DictConfig) -> dict:
 def sweep_job(cfg: DictConfig, hc) -> dict:
     """One config of a sweep: a failure is recorded and reported, and the sweep goes on."""
     from annlab.pipeline import run_experiment
+    from pipelines.sweep import SIZE_ENV
 
     start, label = time.perf_counter(), run_name(cfg)
-    progress = f"[{hc.job.num + 1}/{os.environ.get('ANNLAB_SWEEP_SIZE', '?')}] {label:<20}"
+    progress = f"[{hc.job.num + 1}/{os.environ.get(SIZE_ENV, '?')}] {label:<20}"
     try:
         result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
     except Exception as err:  # recorded as FAILED by the run itself; the sweep goes on
