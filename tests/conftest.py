@@ -31,6 +31,20 @@ def store_uri(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_default_store(store_uri):
+    """Whatever a test leaves to MLflow's defaults lands in the test store, not the repo."""
+    import os
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = store_uri
+    yield
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
 @pytest.fixture
 def experiment() -> str:
     return f"test-{uuid.uuid4().hex[:8]}"
