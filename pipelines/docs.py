@@ -20,9 +20,10 @@ from omegaconf import DictConfig
 
 from annlab import provenance
 from annlab.config import config_hash, validate
+from pipelines.figures import NAMES
 
 DOCS = provenance.REPO_ROOT / "docs"
-FILES = {"boundary": "figure2.gif", "misclassification": "figure3.png"}
+FILES = {k: v for k, v in NAMES.items() if k != "boundary_final"}  # the post's two figures
 
 
 def render(cfg: DictConfig, out_dir: Path) -> dict[str, Path]:

@@ -45,6 +45,27 @@ def _no_default_store(store_uri):
         os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
+@pytest.fixture(scope="session")
+def sigterm_when():
+    """sigterm_when(proc, ready, timeout, pause=0): once ``ready()`` holds (or ``timeout`` s
+    pass), wait ``pause`` s, send SIGTERM and wait for the process; killed if it lingers."""
+    import signal
+    import time
+
+    def _stop(proc, ready, timeout, pause=0.0):
+        try:
+            deadline = time.monotonic() + timeout
+            while not ready() and time.monotonic() < deadline:
+                time.sleep(0.3)
+            time.sleep(pause)
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return _stop
+
+
 @pytest.fixture
 def experiment() -> str:
     return f"test-{uuid.uuid4().hex[:8]}"

@@ -1,10 +1,8 @@
 """End to end: one config through every stage into a real MLflow store, and the CLI around it."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -111,22 +109,14 @@ def test_cli_bad_value_is_one_line_without_traceback(store_uri, experiment, tmp_
     assert _runs(store_uri, experiment) == []
 
 
-def test_sigterm_leaves_the_run_killed_not_running(store_uri, experiment, tmp_path):
+def test_sigterm_leaves_the_run_killed_not_running(store_uri, experiment, tmp_path,
+                                                  sigterm_when):
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.run", "train.epochs=200000", "plot.frames=2",
          f"tracking.experiment={experiment}", f"hydra.run.dir={tmp_path}"],
         cwd=REPO, env={**os.environ, "MLFLOW_TRACKING_URI": store_uri},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not _runs(store_uri, experiment) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    sigterm_when(proc, lambda: _runs(store_uri, experiment), timeout=120, pause=1.0)
     (run,) = _runs(store_uri, experiment)
     assert run.info.status == "KILLED"
     assert "SIGTERM" in run.data.tags["annlab.failure"]

@@ -5,10 +5,8 @@ Each test runs the real CLI on a small grid with few epochs, into its own sqlite
 
 import multiprocessing
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -99,20 +97,14 @@ def test_a_bad_grid_value_stops_before_any_run(tmp_path, uri):
     assert _all_runs(uri) == []
 
 
-def test_resume_after_sigterm_runs_only_the_missing_configs(tmp_path, uri):
+def test_resume_after_sigterm_runs_only_the_missing_configs(tmp_path, uri, sigterm_when):
     proc = _sweep(tmp_path, uri, "train.epochs=3000", popen=True)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            kids = _split(uri)[1]
-            if any(k.info.status == "FINISHED" for k in kids) and len(kids) >= 2:
-                break
-            time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    def one_done_one_running():
+        kids = _split(uri)[1]
+        return any(k.info.status == "FINISHED" for k in kids) and len(kids) >= 2
+
+    sigterm_when(proc, one_done_one_running, timeout=180)
     assert proc.returncode != 0
     parents, kids = _split(uri)
     assert all(r.info.status != "RUNNING" for r in parents + kids)

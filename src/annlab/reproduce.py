@@ -26,7 +26,6 @@ from annlab.pipeline import build_data, build_model, execute
 
 TOLERANCE = {"rtol": 1e-6, "atol": 1e-6}
 PIXEL_TOLERANCE = 0.005
-FIGURES = ("misclassification.png", "boundary.gif", "boundary_final.png")
 
 
 @dataclass
@@ -144,14 +143,13 @@ def reproduce(uri: str, run_id: str) -> Report:
                 check(f"weights[{i}]: differ (max |difference| "
                       f"{np.max(np.abs(a - b)) if a.shape == b.shape else 'shape'})")
         figures = tracking.download(uri, run_id, "figures", scratch / "rec")
-        for name in FIGURES:
-            diff = compare_file(f"figures/{name}", figures / name,
-                                outcome.figures[Path(name).stem], tolerant)
+        for path in outcome.figures.values():
+            diff = compare_file(f"figures/{path.name}", figures / path.name, path, tolerant)
             if diff:
                 check(diff)
     report.checked = [f"{len(HISTORY_KEYS)} curves x {len(outcome.history)} epochs",
                       f"{len(training.FINAL_METRICS)} final metrics", "weights", "data hash",
-                      "config hash", f"{len(FIGURES)} figures' bytes"]
+                      "config hash", f"{len(outcome.figures)} figures' bytes"]
     return report
 
 
