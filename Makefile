@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 EXPERIMENT ?= figure2
 RUN_ID ?=
-# The embedded store; $MLFLOW_TRACKING_URI overrides it (MLflow's own variable).
-STORE_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/outputs/mlflow.db)
+# Paths come from conf/paths/default.yaml. The embedded store; $MLFLOW_TRACKING_URI overrides it.
+PATHS = $(shell $(PY) -m annlab.paths $(1))
+STORE_URI = $(or $(MLFLOW_TRACKING_URI),$(call PATHS,store))
 UI_PORT ?= 5000
 
-.PHONY: help install run sweep ui figures docs reproduce test bench lint lock clean
+.PHONY: help install run sweep ui figures docs reproduce test test-fast bench lint lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,14 +43,17 @@ figures: $(STAMP)  ## rebuild the post's Figures 2 and 3 from conf/experiment/$(
 	$(PY) -m pipelines.figures experiment=$(EXPERIMENT) $(ARGS)
 
 docs: $(STAMP)  ## rebuild the README's figures in docs/ (checked by the tests)
-	$(PY) -m pipelines.docs experiment=figure2 hydra.run.dir=outputs/runs/docs
+	$(PY) -m pipelines.docs experiment=figure2
 
 reproduce: $(STAMP)  ## rerun a tracked run (RUN_ID=...) and compare everything
 	@test -n "$(RUN_ID)" || { echo "usage: make reproduce RUN_ID=<mlflow run id>" >&2; exit 2; }
 	$(PY) -m pipelines.reproduce $(RUN_ID)
 
-test: $(STAMP)  ## the test suite (slow end-to-end tests included)
+test: $(STAMP)  ## the test suite (slow end-to-end tests included): what CI runs
 	$(PY) -m pytest -n 2 $(ARGS)
+
+test-fast: $(STAMP)  ## unit tests only (not the slow end-to-end ones), under a minute
+	$(PY) -m pytest -n 2 -m "not slow" $(ARGS)
 
 bench: $(STAMP)  ## benchmarks, printed as ratios against their baselines
 	$(PY) bench/bench.py $(ARGS)
@@ -63,5 +67,5 @@ lock:  ## re-resolve requirements.lock from pyproject.toml (needs the registry)
 	{ sed -n '1,2p' requirements.lock; /tmp/annlab-lock/bin/pip freeze --exclude-editable \
 	  | grep -v '^annlab'; } > requirements.lock.new && mv requirements.lock.new requirements.lock
 
-clean:  ## remove generated outputs (keeps the MLflow store)
-	rm -rf outputs/runs outputs/multiruns outputs/figures outputs/cache
+clean: $(STAMP)  ## remove generated outputs (keeps the MLflow store)
+	rm -rf $(call PATHS,runs multiruns figures)

@@ -81,16 +81,15 @@ def bench_logging() -> None:
                            columns=["train_loss", "val_loss", "train_misclassification",
                                     "val_misclassification"], index=range(1, 1001))
     with tempfile.TemporaryDirectory() as tmp:
-        uri = f"sqlite:///{tmp}/bench.db"
-        exp = tracking.prepare(uri, "bench")
-        client = tracking.client_for(uri)
+        experiment = tracking.open(f"sqlite:///{tmp}/bench.db", "bench")
+        client = experiment.store.client
 
         def batched():
-            with tracking.tracked_run(uri, exp, "batched", {}) as run:
+            with experiment.start_run("batched") as run:
                 run.log_history(history)
 
         def per_step():
-            run_id = client.create_run(exp, run_name="per-step").info.run_id
+            run_id = client.create_run(experiment.id, run_name="per-step").info.run_id
             for name, column in history.items():
                 for step, value in column.items():
                     client.log_metric(run_id, name, float(value), step=int(step))

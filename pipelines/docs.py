@@ -20,25 +20,26 @@ from omegaconf import DictConfig
 
 from annlab import provenance
 from annlab.config import config_hash, validate
-from pipelines.figures import NAMES
+from pipelines.figures import POST_NAMES
 
-DOCS = provenance.REPO_ROOT / "docs"
-FILES = {k: v for k, v in NAMES.items() if k != "boundary_final"}  # the post's two figures
+FILES = {k: v for k, v in POST_NAMES.items() if k != "boundary_final"}  # the post's two figures
 
 
 def render(cfg: DictConfig, out_dir: Path) -> dict[str, Path]:
     """The figures of ``cfg`` (no tracking), named as in the post, in ``out_dir``."""
-    from annlab.pipeline import build_data, build_model, execute
+    from annlab.pipeline import rebuild
 
     validate(cfg)
-    model = build_model(cfg)
-    outcome = execute(cfg, build_data(cfg), model, out_dir)
+    outcome = rebuild(cfg, out_dir)
+    if outcome.failure is not None:
+        raise outcome.failure
     return {name: shutil.copyfile(outcome.figures[key], out_dir / name)
             for key, name in FILES.items()}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    docs = Path(cfg.paths.docs)
     with tempfile.TemporaryDirectory() as tmp:
         built = render(cfg, Path(tmp))
         record = {
@@ -48,11 +49,11 @@ def main(cfg: DictConfig) -> None:
             "files": {name: hashlib.sha256(path.read_bytes()).hexdigest()
                       for name, path in built.items()},
         }
-        DOCS.mkdir(exist_ok=True)
+        docs.mkdir(exist_ok=True)
         for name, path in built.items():
-            shutil.copyfile(path, DOCS / name)
-    (DOCS / "figures.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    print(f"docs/ figures rebuilt: {', '.join(FILES.values())}")
+            shutil.copyfile(path, docs / name)
+    (docs / "figures.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    print(f"{docs}/ figures rebuilt: {', '.join(FILES.values())}")
 
 
 if __name__ == "__main__":

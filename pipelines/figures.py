@@ -1,5 +1,5 @@
 """`make figures [EXPERIMENT=figure2]`: the post's Figures 2 and 3, rebuilt from an experiment
-config, tracked like any run and copied to outputs/figures/<experiment>/ (same bytes every time).
+config, tracked like any run and copied to <paths.figures>/<experiment>/ (same bytes every time).
 
     python -m pipelines.figures experiment=figure2
 """
@@ -16,12 +16,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from annlab.config import ConfigError
-from annlab.provenance import REPO_ROOT
 from annlab.tracking import TrackingError
 
 # The post's numbering: Figure 2 is the boundary animation, Figure 3 the misclassification curve.
-NAMES = {"boundary": "figure2.gif", "boundary_final": "figure2_final.png",
-         "misclassification": "figure3.png"}
+POST_NAMES = {"boundary": "figure2.gif", "boundary_final": "figure2_final.png",
+              "misclassification": "figure3.png"}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -35,11 +34,11 @@ def main(cfg: DictConfig) -> None:
         result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
     except (ConfigError, TrackingError, DivergenceError) as err:
         sys.exit(f"error: {err}")
-    target = REPO_ROOT / "outputs" / "figures" / experiment
+    target = Path(cfg.paths.figures) / experiment
     target.mkdir(parents=True, exist_ok=True)
     print(f"experiment {experiment}: run {result.run_name} ({result.run_id}), "
           f"training accuracy {result.scores['train_accuracy']:.4f}")
-    for key, name in NAMES.items():
+    for key, name in POST_NAMES.items():
         path = shutil.copyfile(result.figures[key], target / name)
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
         print(f"  {path}  sha256 {digest}")

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from annlab.config import ConfigError
+from annlab.paths import default_paths
 from annlab.reproduce import record_verdict, reproduce
 from annlab.tracking import TrackingError, resolve_uri
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else the "
                                       "embedded store)")
     args = parser.parse_args(argv)
-    uri = resolve_uri(args.uri)
+    uri = resolve_uri(args.uri, default_paths().store)
     try:
         report = reproduce(uri, args.run_id)
         verdict_run = record_verdict(uri, report)

@@ -1,10 +1,14 @@
 """The config tree composes, refuses bad values with one clear line, and hashes stably."""
 
+import re
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from annlab.config import ConfigError, config_hash, flatten, run_name, validate
+from annlab.network import NeuralNetClassifier
+from annlab.rules import RULES
 
 
 def test_default_config_composes_and_validates(compose_cfg):
@@ -59,10 +63,27 @@ def test_flattened_params_use_dotted_keys(compose_cfg):
     for key in ("train.learning_rate", "train.reg_lambda", "train.epochs", "data.n_samples",
                 "data.noise", "seed"):
         assert key in flat
+    # Where a run is tracked and where files go are not parameters.
+    assert {k.split(".")[0] for k in flat} == {"seed", "data", "model", "train", "plot"}
 
 
 def test_config_hash_follows_results_not_where_they_are_tracked(compose_cfg):
     base = config_hash(compose_cfg())
     assert base == config_hash(compose_cfg(["tracking.experiment=elsewhere"]))
+    assert base == config_hash(compose_cfg(["paths.outputs=/elsewhere"]))
     assert base != config_hash(compose_cfg(["seed=1"]))
     assert base != config_hash(compose_cfg(["train.learning_rate=0.25"]))
+
+
+BAD = {"model.activation": "softmax", "model.hidden_nodes": 0, "train.learning_rate": -1.0,
+       "train.reg_lambda": -0.5, "train.epochs": 0, "train.batch_size": 0}
+
+
+@pytest.mark.parametrize("rule", [r for r in RULES if r.param], ids=lambda r: r.key)
+def test_the_config_and_the_estimator_obey_one_table_of_rules(compose_cfg, rule):
+    value = BAD[rule.key]
+    with pytest.raises(ConfigError) as info:
+        validate(compose_cfg([f"{rule.key}={value}"]))
+    assert info.value.key == rule.key and rule.allowed in str(info.value)
+    with pytest.raises(ValueError, match=f"{rule.param}=.*allowed: {re.escape(rule.allowed)}"):
+        NeuralNetClassifier(**{rule.param: value}).fit([[0.0], [1.0]], [0, 1])

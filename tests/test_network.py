@@ -1,5 +1,6 @@
 """The numpy network: exact gradients, scikit-learn equivalence, estimator contract."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -144,3 +145,45 @@ def test_softmax_is_stable_for_huge_logits():
 def test_bad_parameters_name_themselves(param, value):
     with pytest.raises(ValueError, match=param):
         NeuralNetClassifier(**{param: value}).fit([[0.0], [1.0]], [0, 1])
+
+
+def test_mini_batches_follow_a_fresh_permutation_of_the_seeded_generator_each_epoch():
+    X, y, Y, _ = _problem(2, "tanh", n=40)
+    model = NeuralNetClassifier(batch_size=8, epochs=3, learning_rate=0.4, reg_lambda=0.3,
+                                random_state=5)
+    model._initialise(X.shape[1], np.arange(2))
+    coefs = [W.copy() for W in model.coefs_]
+    intercepts = [b.copy() for b in model.intercepts_]
+    rng = copy.deepcopy(model._rng)  # the generator as training finds it
+    for _ in range(3):  # the reference: plain mini-batch SGD over rng.permutation(n)
+        order = rng.permutation(len(X))
+        for start in range(0, len(X), 8):
+            rows = order[start:start + 8]
+            acts, logp = forward(X[rows], coefs, intercepts, "tanh")
+            grad_W, grad_b = gradients(acts, logp, Y[rows], coefs, "tanh", 0.3)
+            for W, b, gW, gb in zip(coefs, intercepts, grad_W, grad_b):
+                W -= 0.4 * gW
+                b -= 0.4 * gb
+    for _ in range(3):
+        model.partial_fit(X, y)
+    for a, b in zip(model.coefs_ + model.intercepts_, coefs + intercepts):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("activation, sk_name",
+                         [("tanh", "tanh"), ("sigmoid", "logistic"), ("relu", "relu")])
+def test_initialisation_is_glorot_uniform_with_mlpclassifiers_bounds(activation, sk_name):
+    fan_in, fan_out = 300, 200
+    ours = NeuralNetClassifier(hidden_nodes=fan_out, activation=activation, random_state=0)
+    ours._initialise(fan_in, np.arange(2))
+    sk = MLPClassifier(activation=sk_name)
+    sk._random_state = np.random.RandomState(0)
+    sk_W, _ = sk._init_coef(fan_in, fan_out, np.float64)
+    W, b = ours.coefs_[0], ours.intercepts_[0]
+    bound = np.abs(sk_W).max()
+    # Same uniform range as MLPClassifier (to within the sampling of 60,000 draws) ...
+    assert np.abs(W).max() == pytest.approx(bound, rel=2e-3)
+    assert np.abs(b).max() <= bound * 1.002
+    # ... and uniform: a quarter of the draws in each quarter of the range.
+    counts = np.histogram(W, bins=4, range=(-bound, bound))[0] / W.size
+    np.testing.assert_allclose(counts, 0.25, atol=0.01)

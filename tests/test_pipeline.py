@@ -19,6 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+def _git(*args):
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout
+
+
 def _runs(uri, experiment):
     exp = MlflowClient(uri).get_experiment_by_name(experiment)
     return [] if exp is None else MlflowClient(uri).search_runs([exp.experiment_id])
@@ -40,7 +45,13 @@ def test_a_run_records_everything_design_names(fast_cfg, store_uri, experiment, 
     assert run.data.metrics["test_accuracy"] + run.data.metrics["test_misclassification"] == 1
     tags = run.data.tags
     assert len(tags["annlab.data_hash"]) == 64 and len(tags["annlab.config_hash"]) == 16
-    assert "mlflow.source.git.commit" in tags or tags["annlab.git_dirty"] in ("True", "False")
+    head = _git("rev-parse", "HEAD").strip()
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no").strip())
+    assert tags["mlflow.source.git.commit"] == head
+    assert tags["annlab.git_dirty"] == str(dirty)
+    env_files = {a.path for a in client.list_artifacts(run.info.run_id, "environment")}
+    assert ("environment/git.diff" in env_files) == dirty
+    assert "environment/environment.json" in env_files
     files = {a.path for d in ("config", "figures", "data", "model")
              for a in client.list_artifacts(run.info.run_id, d)}
     assert {"config/config.yaml", "config/overrides.yaml", "figures/misclassification.png",

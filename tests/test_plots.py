@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from annlab import plots, training
 from annlab.data import make_splits
@@ -40,9 +40,24 @@ def test_figures_open_with_the_right_frames_and_repeat_bytewise(trained, tmp_pat
     assert gif.n_frames == len(trained[2]) == 6 and gif.size == (200, 150)
     png = Image.open(tmp_path / "a" / "m.png")
     assert png.size == (200, 150) and "Software" not in png.info
-    gif.seek(gif.n_frames - 1)
-    assert np.array_equal(np.asarray(gif.convert("RGB")).shape,
-                          np.asarray(Image.open(tmp_path / "a" / "b.png")).shape)
+
+
+def test_each_gif_frame_shows_its_own_snapshot_and_the_last_is_the_png(trained, tmp_path):
+    model, splits, snapshots, history = trained
+    _render(trained, tmp_path)
+    frames = [np.asarray(f.convert("RGB"), dtype=float)
+              for f in ImageSequence.Iterator(Image.open(tmp_path / "b.gif"))]
+    final = np.asarray(Image.open(tmp_path / "b.png").convert("RGB"), dtype=float)
+    # The GIF's palette costs a few levels per channel, nothing more.
+    assert np.abs(frames[-1] - final).mean() < 2.0
+    extent = plots.plot_extent(splits.X_train)
+    renderer = plots.BoundaryRenderer(splits.X_train, splits.y_train, model.classes_, extent,
+                                      4, 3, 50)
+    probs = plots.probability_grids(snapshots, model.activation, extent, 30)
+    drawn = [np.asarray(renderer.frame(p, ""), dtype=float) for p in probs]
+    for k, frame in enumerate(frames):  # frame k is closest to snapshot k's field
+        distances = [np.abs(frame - d).mean() for d in drawn]
+        assert int(np.argmin(distances)) == k, distances
 
 
 def test_probability_grid_matches_the_model_at_the_last_snapshot(trained):

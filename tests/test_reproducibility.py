@@ -1,5 +1,5 @@
 """Same config, same bits: across processes, reruns, BLAS threads; `make figures`, `make
-reproduce`, the data cache and the README's figures."""
+reproduce` and the README's figures."""
 
 import hashlib
 import json
@@ -9,43 +9,27 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from annlab import tracking
-from annlab.data import DataCache, Splits
+from annlab.paths import default_paths
 from annlab.pipeline import run_experiment
 from annlab.provenance import LOCK_FILE, file_hash, platform_info
 from annlab.reproduce import compare_file
-from pipelines.docs import DOCS, render
+from pipelines.docs import render
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-DIGEST = """
-import hashlib, sys
-from pathlib import Path
-from hydra import compose, initialize_config_dir
-import pipelines
-from annlab.pipeline import build_data, build_model, execute
-with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
-    cfg = compose(config_name="config", overrides=sys.argv[3:])
-model = build_model(cfg)
-out = execute(cfg, build_data(cfg), model, Path(sys.argv[2]))
-h = hashlib.sha256(out.history.to_numpy().tobytes())
-for a in model.coefs_ + model.intercepts_:
-    h.update(a.tobytes())
-for name in sorted(out.figures):
-    h.update(out.figures[name].read_bytes())
-print(h.hexdigest())
-"""
 
 
 def _digest(tmp_path, threads, *overrides):
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
-    out = subprocess.run([sys.executable, "-c", DIGEST, str(REPO / "conf"),
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, str(REPO / "tests" / "scripts" / "digest.py"),
+                          str(REPO / "conf"),
                           str(tmp_path / f"t{threads}"), *overrides],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -124,16 +108,16 @@ def test_an_altered_config_is_reported(fast_cfg, store_uri, tmp_path):
 
 def test_sweep_children_reproduce(fast_cfg, store_uri, tmp_path):
     cfg = fast_cfg()
-    experiment_id = tracking.prepare(store_uri, cfg.tracking.experiment)
-    parent, _ = tracking.open_sweep_parent(store_uri, experiment_id, "t", "g" * 16, "p", {})
-    cfg.tracking.parent_run_id, cfg.tracking.sweep = parent, "t"
+    experiment = tracking.open(store_uri, cfg.tracking.experiment)
+    parent, _ = experiment.open_sweep_parent("t", "g" * 16, "p", 1)
+    cfg.tracking.parent_run_id, cfg.tracking.sweep = parent.run_id, "t"
     child = run_experiment(cfg, [], tmp_path)
     out = _reproduce(store_uri, child.run_id)
     assert out.returncode == 0 and "identical" in out.stdout, out.stdout + out.stderr
 
 
 def test_unknown_run_is_a_clear_error(store_uri):
-    tracking.prepare(store_uri, "annlab")
+    tracking.open(store_uri, "annlab")
     out = _reproduce(store_uri, "0123456789abcdef")
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: no run with id '0123456789abcdef' in {store_uri}"
@@ -147,52 +131,20 @@ def test_make_figures_twice_gives_the_same_bytes(store_uri, tmp_path):
              f"hydra.run.dir={tmp_path / str(i)}"], cwd=REPO, capture_output=True, text=True,
             env={**os.environ, "MLFLOW_TRACKING_URI": store_uri}, timeout=300)
         assert out.returncode == 0, out.stderr
-        files = sorted((REPO / "outputs" / "figures" / "figure2").iterdir())
+        files = sorted((Path(default_paths().figures) / "figure2").iterdir())
         assert [f.name for f in files] == ["figure2.gif", "figure2_final.png", "figure3.png"]
         digests.append([hashlib.sha256(f.read_bytes()).hexdigest() for f in files])
     assert digests[0] == digests[1]
 
 
 def test_readme_figures_are_what_the_code_makes(compose_cfg, tmp_path):
-    record = json.loads((DOCS / "figures.json").read_text())
+    docs = Path(default_paths().docs)
+    record = json.loads((docs / "figures.json").read_text())
     built = render(compose_cfg(["experiment=figure2"]), tmp_path)
     same_platform = (record["platform"] == platform_info()["fingerprint"]
                      and record["lock_hash"] == file_hash(LOCK_FILE))
     for name, path in built.items():
-        diff = compare_file(name, DOCS / name, path, tolerant=not same_platform)
+        diff = compare_file(name, docs / name, path, tolerant=not same_platform)
         assert diff is None, f"{diff}: run `make docs` and commit docs/"
         if same_platform:
             assert hashlib.sha256(path.read_bytes()).hexdigest() == record["files"][name]
-
-
-def test_cache_hits_rebuilds_corrupt_entries_and_never_uses_them(tmp_path, capsys):
-    cache = DataCache(tmp_path)
-    params = {"n_samples": 120, "noise": 0.2, "train_fraction": 0.5, "val_fraction": 0.25}
-    first, state = cache.get(params, 3)
-    assert state == "generated"
-    again, state = cache.get(params, 3)
-    assert state == "hit" and again.digest() == first.digest()
-    (entry,) = tmp_path.glob("*.npz")
-    tampered = dict(np.load(entry))
-    tampered["X_train"] = tampered["X_train"] + 1.0
-    np.savez(entry, **tampered)
-    rebuilt, state = cache.get(params, 3)
-    assert state == "rebuilt" and rebuilt.digest() == first.digest()
-    assert "does not match its hash" in capsys.readouterr().err
-    assert Splits.load(entry).digest() == first.digest()
-    assert cache.get({**params, "noise": 0.3}, 3)[1] == "generated"
-
-
-CACHE_WORKER = """
-import sys
-from annlab.data import DataCache
-params = {"n_samples": 3000, "noise": 0.2, "train_fraction": 0.6, "val_fraction": 0.2}
-print(DataCache(sys.argv[1]).get(params, 0)[1])
-"""
-
-
-def test_parallel_jobs_generate_a_dataset_once(tmp_path):
-    procs = [subprocess.Popen([sys.executable, "-c", CACHE_WORKER, str(tmp_path)], cwd=REPO,
-                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
-    states = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
-    assert states == ["generated", "hit", "hit", "hit"]

@@ -3,6 +3,7 @@
 Each test runs the real CLI on a small grid with few epochs, into its own sqlite store.
 """
 
+import json
 import multiprocessing
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from annlab import tracking
 
@@ -22,13 +24,14 @@ TINY = ["train.epochs=8", "plot.frames=2", "plot.grid_size=12", "plot.dpi=30",
         "train.learning_rate=0.1,0.5"]
 
 
-def _sweep(tmp_path, uri, *overrides, launcher="basic", popen=False):
+def _sweep(tmp_path, uri, *overrides, launcher="basic", popen=False, env=None):
     args = [sys.executable, "-m", "pipelines.run", "sweep=default", *TINY,
             f"hydra/launcher={launcher}", f"tracking.uri={uri}",
             f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides]
     if launcher == "joblib":
         args.append("hydra.launcher.n_jobs=2")
-    kw = {"cwd": REPO, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    kw = {"cwd": REPO, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True,
+          "env": {**os.environ, **(env or {})}}
     return subprocess.Popen(args, **kw) if popen else subprocess.run(args, timeout=600, **kw)
 
 
@@ -51,7 +54,8 @@ def uri(tmp_path):
 
 
 def test_one_parent_with_a_child_per_config_and_the_summary(tmp_path, uri):
-    out = _sweep(tmp_path, uri)
+    # A stray MLFLOW_RUN_ID (MLflow's variable) must not decide where jobs log.
+    out = _sweep(tmp_path, uri, env={"MLFLOW_RUN_ID": "0" * 32})
     assert out.returncode == 0, out.stderr
     (parent,), kids = _split(uri)
     assert len(kids) == 4
@@ -69,6 +73,10 @@ def test_one_parent_with_a_child_per_config_and_the_summary(tmp_path, uri):
                                                    if k.data.metrics["val_misclassification"]
                                                    == best.data.metrics["val_misclassification"]}
     client = MlflowClient(uri)
+    for kid in kids:  # the parent reached each job through its own config
+        cfg = OmegaConf.load(client.download_artifacts(kid.info.run_id, "config/config.yaml",
+                                                       str(tmp_path / kid.info.run_id)))
+        assert cfg.tracking.parent_run_id == parent.info.run_id
     files = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
     assert files == {"figures/val_misclassification_heatmaps.png", "figures/val_curves.png",
                      "figures/boundaries.png"}
@@ -124,18 +132,18 @@ def test_resume_after_sigterm_runs_only_the_missing_configs(tmp_path, uri, sigte
     assert out.stdout.count("already done") == len(done_before)
 
 
-def _writer(uri, experiment_id, k, steps):
+def _writer(uri, k, steps):
     history = pd.DataFrame({"a": [float(k * 100_000 + s) for s in range(steps)],
                             "b": [float(s) for s in range(steps)]}, index=range(1, steps + 1))
-    with tracking.tracked_run(uri, experiment_id, f"writer-{k}", {}) as run:
+    with tracking.open(uri, "annlab").start_run(f"writer-{k}") as run:
         for chunk in range(0, steps, 250):  # several transactions each, interleaving
             run.log_history(history.iloc[chunk:chunk + 250])
 
 
 def test_concurrent_writers_lose_no_metric_point(tmp_path, uri):
-    experiment_id = tracking.prepare(uri, "annlab")
+    experiment_id = tracking.open(uri, "annlab").id
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(uri, experiment_id, k, 1000)) for k in range(4)]
+    procs = [ctx.Process(target=_writer, args=(uri, k, 1000)) for k in range(4)]
     for p in procs:
         p.start()
     for p in procs:
@@ -168,7 +176,17 @@ def test_same_config_same_curves_under_basic_and_joblib(tmp_path):
     assert curves["basic"] == curves["joblib"]  # float equality: bitwise
 
 
-def test_parent_id_travels_by_our_variable_not_mlflow_run_id():
-    text = (REPO / "conf" / "sweep" / "default.yaml").read_text()
-    assert "ANNLAB_SWEEP_PARENT_RUN_ID" in text and "MLFLOW_RUN_ID" not in text
-    assert "MLFLOW_RUN_ID" not in os.environ
+
+def test_the_launching_process_imports_neither_scikit_learn_nor_matplotlib_before_jobs(
+        tmp_path, uri):
+    out = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "scripts" / "sweep_imports.py"), "sweep=default",
+         *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"tracking.uri={uri}",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        timeout=600)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["at launch"] == []  # start-up pays for neither
+    assert "sklearn" not in seen["at end"]  # matplotlib only for the summary figures
+    assert len(_split(uri)[1]) == 4

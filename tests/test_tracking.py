@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from annlab import tracking
+from annlab import names, tracking
+from annlab.paths import default_paths
 
 
-def test_prepare_creates_the_experiment_once_with_its_kind(store_uri, experiment):
-    first = tracking.prepare(store_uri, experiment)
-    assert tracking.prepare(store_uri, experiment) == first
+def test_open_creates_the_experiment_once_with_its_kind(store_uri, experiment):
+    first = tracking.open(store_uri, experiment).id
+    assert tracking.open(store_uri, experiment).id == first
     exp = MlflowClient(store_uri).get_experiment(first)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert exp.artifact_location.endswith("/mlartifacts")
@@ -21,22 +22,23 @@ def test_prepare_creates_the_experiment_once_with_its_kind(store_uri, experiment
 @pytest.mark.parametrize("raised, status", [(RuntimeError("boom"), "FAILED"),
                                             (KeyboardInterrupt(), "KILLED")])
 def test_a_run_that_raises_ends_with_a_status_and_reason(store_uri, experiment, raised, status):
-    exp_id = tracking.prepare(store_uri, experiment)
-    with pytest.raises(type(raised)), tracking.tracked_run(store_uri, exp_id, "r", {}) as run:
+    exp = tracking.open(store_uri, experiment)
+    with pytest.raises(type(raised)), exp.start_run("r") as run:
         run.log_metrics({"x": 1.0})
         raise raised
     got = MlflowClient(store_uri).get_run(run.run_id)
     assert got.info.status == status
-    assert got.data.tags[tracking.FAILURE_TAG] in ("boom", "interrupted (Ctrl-C)")
+    assert got.data.tags[names.FAILURE] == {"FAILED": "boom",
+                                            "KILLED": "interrupted (Ctrl-C)"}[status]
     assert got.data.metrics["x"] == 1.0  # what was recorded stays
 
 
 def test_history_is_logged_whole_in_batches(store_uri, experiment):
     import pandas as pd
 
-    exp_id = tracking.prepare(store_uri, experiment)
+    exp = tracking.open(store_uri, experiment)
     history = pd.DataFrame({"a": range(1500), "b": range(1500)}, index=range(1, 1501))
-    with tracking.tracked_run(store_uri, exp_id, "r", {}) as run:
+    with exp.start_run("r") as run:
         run.log_history(history)
     points = MlflowClient(store_uri).get_metric_history(run.run_id, "b")
     assert sorted((p.step, p.value) for p in points) == [(i + 1, float(i)) for i in range(1500)]
@@ -48,16 +50,18 @@ def test_unreachable_server_is_reported_within_seconds():
         port = s.getsockname()[1]  # nothing listens once closed
     start = time.monotonic()
     with pytest.raises(tracking.TrackingError, match="unreachable"):
-        tracking.prepare(f"http://127.0.0.1:{port}", "x")
+        tracking.open(f"http://127.0.0.1:{port}", "x")
     assert time.monotonic() - start < 10
 
 
 def test_uri_precedence(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/env.db")
-    assert tracking.resolve_uri("sqlite:////tmp/cfg.db") == "sqlite:////tmp/cfg.db"
-    assert tracking.resolve_uri(None) == "sqlite:////tmp/env.db"
+    default = default_paths().store
+    assert tracking.resolve_uri("sqlite:////tmp/cfg.db", default) == "sqlite:////tmp/cfg.db"
+    assert tracking.resolve_uri(None, default) == "sqlite:////tmp/env.db"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert tracking.resolve_uri(None) == f"sqlite:///{tracking.DEFAULT_STORE}"
+    assert tracking.resolve_uri(None, default) == default
+    assert default == f"sqlite:///{default_paths().outputs}/mlflow.db"
 
 
 @pytest.fixture(scope="module")

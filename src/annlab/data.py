@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
-import os
-import sys
-import zipfile
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import make_moons
@@ -68,49 +62,3 @@ def make_splits(n_samples: int, noise: float, train_fraction: float, val_fractio
     X_train, X_val, y_train, y_val = train_test_split(
         X_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=rng)
     return Splits(X_train, y_train, X_val, y_val, X_test, y_test)
-
-
-class DataCache:
-    """The data stage's outputs under ``root``, keyed by a hash of what determines them.
-
-    An entry is ``<key>.npz`` plus ``<key>.sha256``, the digest of its arrays. A loaded entry
-    whose content no longer matches its digest is rebuilt (and said so), never used. Writers
-    take a file lock, so parallel jobs needing one dataset generate it once.
-    """
-
-    def __init__(self, root: Path):
-        self.root = Path(root)
-
-    @staticmethod
-    def key(params: dict, seed: int) -> str:
-        import sklearn
-
-        content = {"data": params, "seed": seed, "numpy": np.__version__,
-                   "scikit-learn": sklearn.__version__}
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:24]
-
-    def get(self, params: dict, seed: int) -> tuple[Splits, str]:
-        """The splits for ``make_splits(**params, seed=seed)`` and how they were obtained:
-        ``"hit"``, ``"generated"`` or ``"rebuilt"`` (the entry was corrupt)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        key = self.key(params, seed)
-        data, digest = self.root / f"{key}.npz", self.root / f"{key}.sha256"
-        with open(self.root / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            state = "generated"
-            if data.exists() and digest.exists():
-                try:
-                    splits = Splits.load(data)
-                    if splits.digest() == digest.read_text().strip():
-                        return splits, "hit"
-                except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-                    pass
-                print(f"warning: data cache entry {data} does not match its hash; rebuilding",
-                      file=sys.stderr)
-                state = "rebuilt"
-            splits = make_splits(**params, seed=seed)
-            tmp = data.with_suffix(".tmp.npz")
-            splits.save(tmp)
-            os.replace(tmp, data)
-            digest.write_text(splits.digest() + "\n")
-            return splits, state

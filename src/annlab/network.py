@@ -18,6 +18,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from annlab.activations import ACTIVATIONS, DERIVATIVES
+from annlab.rules import ESTIMATOR_RULES, hidden_sizes
 
 HISTORY_KEYS = ("train_loss", "train_misclassification", "val_loss", "val_misclassification")
 
@@ -25,8 +26,10 @@ HISTORY_KEYS = ("train_loss", "train_misclassification", "val_loss", "val_miscla
 class DivergenceError(FloatingPointError):
     """Training produced a non-finite loss or weights; ``epoch`` is the first bad epoch."""
 
+    PREFIX = "diverged at epoch"
+
     def __init__(self, epoch: int, loss: float):
-        super().__init__(f"diverged at epoch {epoch}: training loss is {loss}")
+        super().__init__(f"{self.PREFIX} {epoch}: training loss is {loss}")
         self.epoch = epoch
 
 
@@ -157,23 +160,12 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _check_params(self):
-        sizes = (self.hidden_nodes,) if np.isscalar(self.hidden_nodes) else self.hidden_nodes
-        if not all(isinstance(h, (int, np.integer)) and h >= 1 for h in sizes):
-            raise ValueError(f"hidden_nodes={self.hidden_nodes!r}: expected integers >= 1")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation={self.activation!r}: expected one of {', '.join(ACTIVATIONS)}"
-            )
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate={self.learning_rate!r}: expected a number > 0")
-        if not self.reg_lambda >= 0:
-            raise ValueError(f"reg_lambda={self.reg_lambda!r}: expected a number >= 0")
-        if not (isinstance(self.epochs, (int, np.integer)) and self.epochs >= 1):
-            raise ValueError(f"epochs={self.epochs!r}: expected an integer >= 1")
-        if self.batch_size is not None and not self.batch_size >= 1:
-            raise ValueError(f"batch_size={self.batch_size!r}: expected None or an integer >= 1")
-        return tuple(int(h) for h in sizes)
+    def _check_params(self) -> tuple[int, ...]:
+        """The hidden layer sizes, once every parameter obeys its rule in annlab.rules."""
+        for name, rule in ESTIMATOR_RULES.items():
+            if not rule.ok(getattr(self, name)):
+                raise ValueError(rule.message(name, getattr(self, name)))
+        return tuple(int(h) for h in hidden_sizes(self.hidden_nodes))
 
     def _initialise(self, n_features: int, classes: np.ndarray):
         """Glorot-uniform weights and biases (as MLPClassifier) from the seeded Generator."""

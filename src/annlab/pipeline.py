@@ -1,8 +1,11 @@
-"""One experiment through every stage: data -> train -> evaluate -> plot, tracked in MLflow."""
+"""One experiment through every stage: data -> train -> evaluate -> plot, tracked in MLflow.
+
+:func:`rebuild` is the one recipe from a config to everything a run produces; tracking a run
+(:func:`run_experiment`), reproducing one, `make docs` and the tests all call it.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,36 +13,17 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from annlab import plots, provenance, tracking, training
-from annlab.config import config_hash, flatten, hidden_sizes, run_name, validate
-from annlab.data import DataCache, Splits, derive_seed, make_splits
+from annlab import names, plots, provenance, tracking, training
+from annlab.config import config_hash, flatten, run_name, validate
+from annlab.data import Splits, derive_seed, make_splits
 from annlab.model_io import save_weights
 from annlab.network import NeuralNetClassifier
-from annlab.provenance import REPO_ROOT
+from annlab.rules import hidden_sizes
 
 
-@dataclass
-class RunResult:
-    run_id: str
-    run_name: str
-    experiment_id: str
-    uri: str
-    scores: dict[str, float]
-    figures: dict[str, Path] = field(default_factory=dict)
-    skipped: bool = False  # a sweep job whose config already has a FINISHED child
-
-
-def data_cache() -> DataCache:
-    """outputs/cache of the repo, or $ANNLAB_CACHE_DIR."""
-    return DataCache(Path(os.environ.get("ANNLAB_CACHE_DIR", REPO_ROOT / "outputs" / "cache")))
-
-
-def build_data(cfg: DictConfig, cache: DataCache | None = None) -> Splits:
-    """The data stage, through ``cache`` when given."""
+def build_data(cfg: DictConfig) -> Splits:
     d = cfg.data
-    params = {"n_samples": d.n_samples, "noise": d.noise, "train_fraction": d.train_fraction,
-              "val_fraction": d.val_fraction}
-    return cache.get(params, cfg.seed)[0] if cache else make_splits(**params, seed=cfg.seed)
+    return make_splits(d.n_samples, d.noise, d.train_fraction, d.val_fraction, seed=cfg.seed)
 
 
 def build_model(cfg: DictConfig) -> NeuralNetClassifier:
@@ -55,38 +39,63 @@ def make_figures(model: NeuralNetClassifier, snapshots, history, splits: Splits,
     """Figure 3 and Figure 2 (animation and last frame) into ``out_dir``."""
     p = cfg.plot
     out_dir.mkdir(parents=True, exist_ok=True)
+    files = {key: out_dir / name for key, name in names.FIGURE_FILES.items()}
     size = {"width": p.width, "height": p.height, "dpi": p.dpi}
-    figures = {"misclassification": plots.plot_misclassification(
-        history, out_dir / "misclassification.png", **size)}
-    figures["boundary"], figures["boundary_final"] = plots.render_boundary(
-        snapshots, history, model.activation, splits.X_train, splits.y_train, model.classes_,
-        out_dir / "boundary.gif", out_dir / "boundary_final.png", grid_size=p.grid_size,
-        fps=p.fps, **size)
-    return figures
+    plots.plot_misclassification(history, files["misclassification"], **size)
+    plots.render_boundary(snapshots, history, model.activation, splits.X_train, splits.y_train,
+                          model.classes_, files["boundary"], files["boundary_final"],
+                          grid_size=p.grid_size, fps=p.fps, **size)
+    return files
 
 
 @dataclass
 class Outcome:
-    """Everything a run produces, before it is tracked."""
+    """Everything a config produces, before it is tracked.
 
-    history: pd.DataFrame
-    scores: dict[str, float]
-    figures: dict[str, Path]
-    weights: Path
-
-
-def execute(cfg: DictConfig, splits: Splits, model: NeuralNetClassifier, out_dir: Path
-            ) -> Outcome:
-    """Train, evaluate and plot: the stages after the data, writing files under ``out_dir``.
-
-    If training fails, ``model.history_`` still holds the curves up to the failure.
+    When training (or a later stage) fails, ``failure`` holds the exception and ``history`` the
+    curves up to it; the caller records what there is and re-raises.
     """
-    snapshots = training.train(model, splits,
-                               training.frame_epochs(cfg.train.epochs, cfg.plot.frames))
-    history = training.history_frame(model)
-    return Outcome(history, training.evaluate(model, splits),
-                   make_figures(model, snapshots, history, splits, cfg, out_dir / "figures"),
-                   save_weights(model, out_dir / "weights.npz"))
+
+    splits: Splits
+    model: NeuralNetClassifier
+    history: pd.DataFrame | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+    weights: Path | None = None
+    failure: BaseException | None = None
+
+
+def rebuild(cfg: DictConfig, out_dir: Path) -> Outcome:
+    """Data, model, training, scores, figures and weights of ``cfg``, files under ``out_dir``.
+
+    A failure after the data stage (divergence, an interrupt) is returned in
+    ``Outcome.failure``, never swallowed: every caller re-raises it once it has what it needs.
+    """
+    outcome = Outcome(build_data(cfg), build_model(cfg))
+    model, splits = outcome.model, outcome.splits
+    try:
+        snapshots = training.train(model, splits,
+                                   training.frame_epochs(cfg.train.epochs, cfg.plot.frames))
+        outcome.history = training.history_frame(model)
+        outcome.scores = training.evaluate(model, splits)
+        outcome.figures = make_figures(model, snapshots, outcome.history, splits, cfg,
+                                       out_dir / names.FIGURES_DIR)
+        outcome.weights = save_weights(model, out_dir / "weights.npz")
+    except BaseException as err:
+        outcome.history = training.history_frame(model)
+        outcome.failure = err
+    return outcome
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_name: str
+    experiment_id: str
+    uri: str
+    scores: dict[str, float]
+    figures: dict[str, Path] = field(default_factory=dict)
+    skipped: bool = False  # a sweep job whose config already has a FINISHED child
 
 
 def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path) -> RunResult:
@@ -96,46 +105,37 @@ def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path) -> 
     failure inside the run after recording it (FAILED, or KILLED on an interrupt).
     """
     validate(cfg)
-    uri = tracking.resolve_uri(cfg.tracking.uri)
-    experiment_id = tracking.prepare(uri, cfg.tracking.experiment)
+    uri = tracking.resolve_uri(cfg.tracking.uri, cfg.paths.store)
+    experiment = tracking.open(uri, cfg.tracking.experiment)
     name, chash, parent = run_name(cfg), config_hash(cfg), cfg.tracking.parent_run_id
-    if parent and (done := tracking.finished_child(uri, experiment_id, parent, chash)):
-        return RunResult(done["run_id"], name, experiment_id, uri,
-                         {k: done["metrics"].get(k, float("nan"))
-                          for k in training.FINAL_METRICS}, skipped=True)
-    splits = build_data(cfg, data_cache())
-    model = build_model(cfg)
-    git = provenance.git_state()
-    env = provenance.environment(git)
-    tags = {
-        "annlab.config_hash": chash,
-        "annlab.data_hash": splits.digest(),
-        "annlab.git_dirty": git["dirty"],
-        "annlab.lock_hash": env["lock_hash"],
-        "annlab.platform": env["platform"]["fingerprint"],
-    }
-    if git["commit"]:
-        tags["mlflow.source.git.commit"] = git["commit"]
-    if cfg.tracking.sweep:
-        tags["annlab.sweep"] = cfg.tracking.sweep
+    if parent and (done := experiment.finished_child(parent, chash)):
+        return RunResult(done.run_id, name, experiment.id, uri,
+                         {k: done.metrics.get(k, float("nan")) for k in training.FINAL_METRICS},
+                         skipped=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tracking.tracked_run(uri, experiment_id, name, tags, parent) as run:
+    with experiment.start_run(name, provenance.collect(chash), parent_run_id=parent,
+                              sweep=cfg.tracking.sweep) as run:
         run.log_params(flatten(cfg))
-        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
-        run.log_text(OmegaConf.to_yaml(list(overrides)), "config/overrides.yaml")
-        run.log_dict(env, "environment/environment.json")
-        if git["diff"]:
-            run.log_text(git["diff"], "environment/git.diff")
-        splits.save(out_dir / "splits.npz")
-        run.log_artifact(out_dir / "splits.npz", "data")
-        try:
-            outcome = execute(cfg, splits, model, out_dir)
-        except BaseException:  # a diverged run keeps the curves up to its last finite epoch
-            run.log_history(training.history_frame(model))
-            raise
-        run.log_history(outcome.history)
-        run.log_metrics(outcome.scores)
-        for path in outcome.figures.values():
-            run.log_artifact(path, "figures")
-        run.log_model(outcome.weights, splits.X_train[:5], model.predict(splits.X_train[:5]))
-    return RunResult(run.run_id, name, experiment_id, uri, outcome.scores, outcome.figures)
+        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), names.CONFIG_FILE)
+        run.log_text(OmegaConf.to_yaml(list(overrides)), names.OVERRIDES_FILE)
+        outcome = rebuild(cfg, out_dir)
+        _record(run, outcome, out_dir)
+        if outcome.failure is not None:
+            raise outcome.failure
+    return RunResult(run.run_id, name, experiment.id, uri, outcome.scores, outcome.figures)
+
+
+def _record(run: tracking.Run, outcome: Outcome, out_dir: Path) -> None:
+    """Everything the outcome holds (a failed one: its data and curves so far)."""
+    splits = outcome.splits
+    run.set_tags({names.DATA_HASH: splits.digest()})
+    splits.save(out_dir / names.SPLITS_FILE)
+    run.log_artifact(out_dir / names.SPLITS_FILE, names.DATA_DIR)
+    run.log_history(outcome.history)
+    if outcome.failure is not None:
+        return
+    run.log_metrics(outcome.scores)
+    for path in outcome.figures.values():
+        run.log_artifact(path, names.FIGURES_DIR)
+    X = splits.X_train[:5]
+    run.log_model(outcome.weights, X, outcome.model.predict(X))

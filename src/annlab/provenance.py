@@ -7,16 +7,47 @@ import json
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 
 from threadpoolctl import threadpool_info
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from annlab.paths import REPO_ROOT
+
 LOCK_FILE = REPO_ROOT / "requirements.lock"
 KEY_PACKAGES = ("numpy", "scipy", "scikit-learn", "matplotlib", "pillow", "pandas",
                 "hydra-core", "omegaconf", "mlflow")
+
+
+@dataclass(frozen=True)
+class GitState:
+    commit: str | None
+    dirty: bool
+    diff: str | None  # against the commit, tracked files only, when dirty
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a tracked run records about its origin (tracking turns it into tags and files)."""
+
+    config_hash: str
+    git: GitState
+    lock_hash: str | None
+    platform: dict
+    packages: dict[str, str]
+
+    def environment(self) -> dict:
+        """The ``environment.json`` record."""
+        return {"git": {"commit": self.git.commit, "dirty": self.git.dirty},
+                "lock_hash": self.lock_hash, "packages": self.packages,
+                "platform": self.platform, "executable": sys.executable}
+
+
+def collect(config_hash: str) -> Provenance:
+    return Provenance(config_hash, git_state(), file_hash(LOCK_FILE),
+                      platform_info(), package_versions())
 
 
 def _git(*args: str) -> str | None:
@@ -28,12 +59,11 @@ def _git(*args: str) -> str | None:
     return out.stdout
 
 
-def git_state() -> dict:
-    """Commit, dirty flag and, when dirty, the diff against the commit (tracked files)."""
+def git_state() -> GitState:
     commit = (_git("rev-parse", "HEAD") or "").strip() or None
     status = _git("status", "--porcelain", "--untracked-files=no")
     dirty = bool(status and status.strip())
-    return {"commit": commit, "dirty": dirty, "diff": _git("diff", "HEAD") if dirty else None}
+    return GitState(commit, dirty, _git("diff", "HEAD") if dirty else None)
 
 
 def file_hash(path: Path) -> str | None:
@@ -80,14 +110,3 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "missing"
     return versions
-
-
-def environment(git: dict) -> dict:
-    """Everything recorded with a run about its environment, given its :func:`git_state`."""
-    return {
-        "git": {"commit": git["commit"], "dirty": git["dirty"]},
-        "lock_hash": file_hash(LOCK_FILE),
-        "packages": package_versions(),
-        "platform": platform_info(),
-        "executable": sys.executable,
-    }

@@ -3,26 +3,35 @@
 Bitwise on the platform and lock file it was recorded with. On another platform (other CPU
 SIMD kernels or BLAS) the last bits of exp/tanh may differ, so numbers are compared within
 ``rtol=atol=1e-6`` and images by their pixels, of which at most 0.5 % may differ.
+
+What can be compared depends on how the run ended: a FINISHED run has curves, final metrics,
+weights and figures; a run that diverged has its curves up to the divergence and the epoch it
+diverged at; an interrupted (KILLED) one has the curves of the epochs it trained. A RUNNING
+run is refused: it may still be writing.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageSequence
 
-from annlab import provenance, tracking, training
+from annlab import names, provenance, tracking, training
 from annlab.config import Config, config_hash, validate
 from annlab.model_io import load_weights
-from annlab.network import HISTORY_KEYS
-from annlab.pipeline import build_data, build_model, execute
+from annlab.names import Status
+from annlab.network import HISTORY_KEYS, DivergenceError
+from annlab.paths import default_paths
+from annlab.pipeline import Outcome, rebuild
 
 TOLERANCE = {"rtol": 1e-6, "atol": 1e-6}
 PIXEL_TOLERANCE = 0.005
@@ -61,7 +70,7 @@ def _same(a, b, tolerant: bool) -> np.ndarray:
 def compare_curve(name: str, recorded: pd.Series, reproduced: pd.Series, tolerant: bool
                   ) -> str | None:
     if list(recorded.index) != list(reproduced.index):
-        return (f"{name}: recorded {len(recorded)} epochs, reproduced {len(reproduced)}")
+        return f"{name}: recorded {len(recorded)} epochs, reproduced {len(reproduced)}"
     same = _same(recorded.values, reproduced.values, tolerant)
     if same.all():
         return None
@@ -94,84 +103,205 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+# -- what was recorded -----------------------------------------------------------------------
+
+@dataclass
+class Recorded:
+    """A tracked run as the checks need it: its record, config, curves and files."""
+
+    run: tracking.Run
+    record: tracking.Record
+    cfg: DictConfig
+    environment: dict
+    curves: dict[str, pd.Series]
+    files: Path  # where its artifacts are downloaded
+
+    @property
+    def finished(self) -> bool:
+        return self.record.status == Status.FINISHED
+
+    @property
+    def diverged(self) -> bool:
+        return (self.record.status == Status.FAILED
+                and (self.record.failure or "").startswith(DivergenceError.PREFIX))
+
+    @property
+    def epochs(self) -> int:
+        return max((len(c) for c in self.curves.values()), default=0)
+
+    def artifact(self, path: str) -> Path:
+        return self.run.download(path, self.files)
+
+
+def load_recorded(store: tracking.Store, run_id: str, scratch: Path) -> Recorded:
+    """Read what ``run_id`` recorded; refuse, in one line, what cannot be reproduced."""
+    run = store.run(run_id)
+    record = run.record()
+    what = f"run {record.run_name} ({run_id})"
+    if record.status == Status.RUNNING:
+        raise tracking.TrackingError(f"{what} is still RUNNING (its process may still be "
+                                     "writing to it); reproduce it once it has ended")
+    if record.config_hash is None:
+        raise tracking.TrackingError(f"{what} was not made by annlab (it has no "
+                                     f"{names.CONFIG_HASH} tag); nothing to reproduce")
+    files = scratch / "recorded"
+    try:
+        config_file = run.download(names.CONFIG_FILE, files)
+        environment = json.loads(run.download(names.ENVIRONMENT_FILE, files).read_text())
+    except tracking.TrackingError as err:
+        raise tracking.TrackingError(f"{what} was made by annlab but its "
+                                     f"{names.CONFIG_FILE} or {names.ENVIRONMENT_FILE} artifact "
+                                     "is missing (deleted?); it cannot be rerun") from err
+    # Where files go is this checkout's business, whatever the recording machine had.
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(config_file),
+                          {"paths": OmegaConf.to_container(default_paths())})
+    validate(cfg)
+    curves = {key: run.metric_history(key) for key in HISTORY_KEYS}
+    return Recorded(run, record, cfg, environment, curves, files)
+
+
+# -- the checks ------------------------------------------------------------------------------
+
+# A check: (recorded, rerun outcome, tolerant) -> (what was checked, differences), or None when
+# the recorded run has nothing it could compare.
+Check = Callable[[Recorded, Outcome, bool], "tuple[str, list[str]] | None"]
+
+
+def check_config_hash(rec: Recorded, out: Outcome, tolerant: bool):
+    now = config_hash(rec.cfg)
+    diff = [] if rec.record.config_hash == now else [
+        f"config hash: recorded {rec.record.config_hash}, recorded config hashes to {now} "
+        "(config artifact altered?)"]
+    return "config hash", diff
+
+
+def check_data_hash(rec: Recorded, out: Outcome, tolerant: bool):
+    if rec.record.data_hash is None and not rec.finished:
+        return None  # the run's process died before its data was recorded
+    now = out.splits.digest()
+    diff = [] if rec.record.data_hash == now else [
+        f"data hash: recorded {rec.record.data_hash}, reproduced {now}"]
+    return "data hash", diff
+
+
+def check_curves(rec: Recorded, out: Outcome, tolerant: bool):
+    if rec.epochs == 0:
+        return None
+    diffs = []
+    for key, recorded in rec.curves.items():
+        reproduced = out.history[key] if key in out.history else pd.Series(dtype=float)
+        if not rec.finished and not rec.diverged:  # interrupted: its epochs so far
+            reproduced = reproduced.iloc[:len(recorded)]
+        if diff := compare_curve(key, recorded, reproduced, tolerant):
+            diffs.append(diff)
+    return f"{len(rec.curves)} curves x {rec.epochs} epochs", diffs
+
+
+def check_divergence(rec: Recorded, out: Outcome, tolerant: bool):
+    if not rec.diverged:
+        return None
+    epoch = rec.epochs + 1  # the curves stop at the last finite epoch
+    got = out.failure.epoch if isinstance(out.failure, DivergenceError) else None
+    diff = [] if got == epoch else [
+        f"divergence: recorded at epoch {epoch}, reproduced "
+        f"{f'at epoch {got}' if got else 'none (training ' + _ending(out) + ')'}"]
+    return f"divergence at epoch {epoch}", diff
+
+
+def _ending(out: Outcome) -> str:
+    return f"failed: {out.failure}" if out.failure else "finished"
+
+
+def check_final_metrics(rec: Recorded, out: Outcome, tolerant: bool):
+    if not rec.finished:
+        return None
+    diffs = []
+    for key in training.FINAL_METRICS:
+        recorded, reproduced = rec.record.metrics.get(key), out.scores.get(key)
+        if recorded is None or reproduced is None or not _same(recorded, reproduced, tolerant):
+            diffs.append(f"{key}: recorded {recorded!r}, reproduced "
+                         f"{reproduced if reproduced is None else float(reproduced)!r}")
+    return f"{len(training.FINAL_METRICS)} final metrics", diffs
+
+
+def check_weights(rec: Recorded, out: Outcome, tolerant: bool):
+    if not rec.finished:
+        return None
+    recorded = load_weights(rec.artifact(names.WEIGHTS_FILE))
+    model = out.model
+    diffs = []
+    for i, (a, b) in enumerate(zip(recorded.coefs_ + recorded.intercepts_,
+                                   model.coefs_ + model.intercepts_)):
+        if a.shape != b.shape or not _same(a, b, tolerant).all():
+            diffs.append(f"weights[{i}]: differ (max |difference| "
+                         f"{np.max(np.abs(a - b)) if a.shape == b.shape else 'shape'})")
+    return "weights", diffs
+
+
+def check_figures(rec: Recorded, out: Outcome, tolerant: bool):
+    if not rec.finished:
+        return None
+    recorded = rec.artifact(names.FIGURES_DIR)
+    diffs = [diff for path in out.figures.values()
+             if (diff := compare_file(f"{names.FIGURES_DIR}/{path.name}", recorded / path.name,
+                                      path, tolerant))]
+    return f"{len(out.figures)} figures' bytes", diffs
+
+
+CHECKS: tuple[Check, ...] = (check_curves, check_divergence, check_final_metrics, check_weights,
+                             check_data_hash, check_config_hash, check_figures)
+
+
 def reproduce(uri: str, run_id: str) -> Report:
     """Rerun ``run_id`` in a scratch directory and compare; the original is only read."""
-    record = tracking.load_run(uri, run_id)
-    tags = record["tags"]
+    store = tracking.connect(uri)
     with tempfile.TemporaryDirectory(prefix="annlab-reproduce-") as tmp:
         scratch = Path(tmp)
-        try:
-            recorded_cfg = tracking.download(uri, run_id, "config/config.yaml", scratch / "rec")
-        except tracking.TrackingError as err:
-            raise tracking.TrackingError(f"run {run_id} has no config/config.yaml artifact; "
-                                         "it was not made by annlab") from err
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(recorded_cfg))
-        validate(cfg)
-        env_path = tracking.download(uri, run_id, "environment/environment.json",
-                                     scratch / "rec")
-        recorded_env = json.loads(env_path.read_text())
+        rec = load_recorded(store, run_id, scratch)
         here = provenance.platform_info()["fingerprint"]
-        tolerant = tags.get("annlab.platform") != here
-        report = Report(run_id, record["run_name"], record["experiment_id"], tolerant)
-        _warn_environment(report, tags, recorded_env, here)
-
-        splits = build_data(cfg)
-        model = build_model(cfg)
-        outcome = execute(cfg, splits, model, scratch / "rerun")
-
-        check = report.differences.append
-        if tags.get("annlab.config_hash") != config_hash(cfg):
-            check(f"config hash: recorded {tags.get('annlab.config_hash')}, "
-                  f"recorded config hashes to {config_hash(cfg)} (config artifact altered?)")
-        if tags.get("annlab.data_hash") != splits.digest():
-            check(f"data hash: recorded {tags.get('annlab.data_hash')}, "
-                  f"reproduced {splits.digest()}")
-        for key in HISTORY_KEYS:
-            diff = compare_curve(key, tracking.metric_history(uri, run_id, key),
-                                 outcome.history[key], tolerant)
-            if diff:
-                check(diff)
-        for key in training.FINAL_METRICS:
-            recorded, reproduced = record["metrics"].get(key), outcome.scores[key]
-            if recorded is None or not _same(recorded, reproduced, tolerant):
-                check(f"{key}: recorded {recorded!r}, reproduced {float(reproduced)!r}")
-        weights = load_weights(tracking.download(uri, run_id, "model/data/weights.npz",
-                                                 scratch / "rec"))
-        for i, (a, b) in enumerate(zip(weights.coefs_ + weights.intercepts_,
-                                       model.coefs_ + model.intercepts_)):
-            if a.shape != b.shape or not _same(a, b, tolerant).all():
-                check(f"weights[{i}]: differ (max |difference| "
-                      f"{np.max(np.abs(a - b)) if a.shape == b.shape else 'shape'})")
-        figures = tracking.download(uri, run_id, "figures", scratch / "rec")
-        for path in outcome.figures.values():
-            diff = compare_file(f"figures/{path.name}", figures / path.name, path, tolerant)
-            if diff:
-                check(diff)
-    report.checked = [f"{len(HISTORY_KEYS)} curves x {len(outcome.history)} epochs",
-                      f"{len(training.FINAL_METRICS)} final metrics", "weights", "data hash",
-                      "config hash", f"{len(outcome.figures)} figures' bytes"]
+        report = Report(run_id, rec.record.run_name, rec.record.experiment_id,
+                        tolerant=rec.record.platform != here)
+        _warn_environment(report, rec, here)
+        cfg = rec.cfg
+        if not rec.finished and not rec.diverged:
+            report.warnings.append(
+                f"the run ended {rec.record.status} ({rec.record.failure or 'no reason'}) after "
+                f"{rec.epochs} epochs: only those epochs' curves and the hashes are compared; it "
+                "has no final metrics, weights or figures")
+            cfg = copy.deepcopy(cfg)
+            cfg.train.epochs = max(rec.epochs, 1)  # the same first epochs, without the rest
+        elif rec.diverged:
+            report.warnings.append(
+                f"the run failed ({rec.record.failure}): its curves up to the divergence and "
+                "the epoch it diverged at are compared")
+        outcome = rebuild(cfg, scratch / "rerun")
+        if outcome.failure is not None and not isinstance(outcome.failure, DivergenceError):
+            raise outcome.failure
+        for check in CHECKS:
+            if (result := check(rec, outcome, report.tolerant)) is not None:
+                report.checked.append(result[0])
+                report.differences += result[1]
     return report
 
 
-def _warn_environment(report: Report, tags: dict, recorded_env: dict, platform: str) -> None:
+def _warn_environment(report: Report, rec: Recorded, platform: str) -> None:
     git = provenance.git_state()
-    recorded_commit = tags.get("mlflow.source.git.commit")
-    if recorded_commit != git["commit"]:
-        report.warnings.append(f"recorded at commit {recorded_commit}, now at {git['commit']}")
-    if tags.get("annlab.git_dirty") == "True":
+    if rec.record.git_commit != git.commit:
+        report.warnings.append(f"recorded at commit {rec.record.git_commit}, now at {git.commit}")
+    if rec.record.git_dirty:
         report.warnings.append("the run was recorded from a dirty work tree "
-                               "(its diff is in environment/git.diff)")
+                               f"(its diff is in {names.GIT_DIFF_FILE})")
     lock = provenance.file_hash(provenance.LOCK_FILE)
-    if tags.get("annlab.lock_hash") != lock:
-        report.warnings.append(f"lock file hash was {tags.get('annlab.lock_hash')}, now {lock}")
+    if rec.record.lock_hash != lock:
+        report.warnings.append(f"lock file hash was {rec.record.lock_hash}, now {lock}")
     now = provenance.package_versions()
-    changed = [f"{k} {v} -> {now.get(k)}" for k, v in recorded_env.get("packages", {}).items()
-               if now.get(k) != v]
+    changed = [f"{k} {v} -> {now.get(k)}"
+               for k, v in rec.environment.get("packages", {}).items() if now.get(k) != v]
     if changed:
         report.warnings.append("package versions differ: " + ", ".join(changed))
     if report.tolerant:
         report.warnings.append(
-            f"recorded on platform {tags.get('annlab.platform')}, this is {platform}: CPU SIMD "
+            f"recorded on platform {rec.record.platform}, this is {platform}: CPU SIMD "
             "kernels or BLAS may change the last bits, so numbers are compared within "
             f"rtol=atol={TOLERANCE['rtol']} and figures by pixels "
             f"(at most {PIXEL_TOLERANCE:.1%} may differ), not bitwise")
@@ -179,9 +309,9 @@ def _warn_environment(report: Report, tags: dict, recorded_env: dict, platform: 
 
 def record_verdict(uri: str, report: Report) -> str:
     """A run tagged ``annlab.reproduces=<id>`` holding the verdict and the report."""
-    tags = {"annlab.reproduces": report.run_id, "annlab.verdict": report.verdict}
-    with tracking.tracked_run(uri, report.experiment_id, f"reproduce-{report.run_name}",
-                              tags) as run:
-        run.log_text(report.text(), "reproduce/report.txt")
-        run.log_metrics({"reproduce_differences": len(report.differences)})
+    experiment = tracking.connect(uri).experiment_by_id(report.experiment_id)
+    tags = {names.REPRODUCES: report.run_id, names.VERDICT: report.verdict}
+    with experiment.start_run(f"reproduce-{report.run_name}", tags=tags) as run:
+        run.log_text(report.text(), names.REPORT_FILE)
+        run.log_metrics({names.REPRODUCE_DIFFERENCES: len(report.differences)})
     return run.run_id

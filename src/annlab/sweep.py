@@ -3,37 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from annlab.plots import PNG_METADATA
+from annlab.names import Status
+
+if TYPE_CHECKING:
+    from annlab.tracking import Record
 
 COLUMNS = ["run_name", "status", "model.activation", "model.hidden_nodes",
            "train.learning_rate", "train_accuracy", "val_accuracy", "test_accuracy",
            "val_misclassification", "failure", "run_id", "config_hash"]
 
 
-def summary_table(runs: list[dict], grid: dict[str, str]) -> pd.DataFrame:
+def summary_table(runs: list[Record], grid: dict[str, str]) -> pd.DataFrame:
     """One row per config of the grid (config hash -> run name): its FINISHED child if any,
     else its latest attempt, else a MISSING row. Children of other grids are left out."""
     rows = []
     for chash, name in grid.items():
-        attempts = [r for r in runs if r["tags"].get("annlab.config_hash") == chash]
-        attempts.sort(key=lambda r: (r["status"] == "FINISHED", r["start_time"]))
+        attempts = [r for r in runs if r.config_hash == chash]
+        attempts.sort(key=lambda r: (r.status == Status.FINISHED, r.start_time))
         if not attempts:
             rows.append({"run_name": name, "status": "MISSING", "config_hash": chash})
             continue
         r = attempts[-1]
-        m = r["metrics"]
         rows.append({
-            "run_name": r["run_name"], "status": r["status"], "run_id": r["run_id"],
-            "config_hash": chash, **{k: r["params"].get(k) for k in COLUMNS if "." in k},
-            **{k: m.get(k) for k in ("train_accuracy", "val_accuracy", "test_accuracy")},
-            "val_misclassification": m.get("val_misclassification"),
-            "failure": r["tags"].get("annlab.failure"),
+            "run_name": r.run_name, "status": r.status, "run_id": r.run_id,
+            "config_hash": chash, **{k: r.params.get(k) for k in COLUMNS if "." in k},
+            **{k: r.metrics.get(k) for k in ("train_accuracy", "val_accuracy", "test_accuracy",
+                                              "val_misclassification")},
+            "failure": r.failure,
         })
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     return table.sort_values(["val_misclassification", "run_name"], na_position="last",
@@ -43,6 +45,10 @@ def summary_table(runs: list[dict], grid: dict[str, str]) -> pd.DataFrame:
 def plot_heatmaps(table: pd.DataFrame, path: Path) -> Path:
     """Final validation misclassification, hidden nodes x learning rate, one panel per
     activation; failed or missing configs are left blank and marked."""
+    from matplotlib.figure import Figure
+
+    from annlab.plots import PNG_METADATA
+
     acts = sorted(table["model.activation"].dropna().unique())
     hidden = sorted(table["model.hidden_nodes"].dropna().unique(), key=_numeric)
     rates = sorted(table["train.learning_rate"].dropna().unique(), key=float)
@@ -77,6 +83,10 @@ def _numeric(text: str):
 
 def plot_curves(curves: dict[str, pd.Series], path: Path) -> Path:
     """Every child's validation misclassification per epoch, overlaid."""
+    from matplotlib.figure import Figure
+
+    from annlab.plots import PNG_METADATA
+
     fig = Figure(figsize=(7.5, 4.8), dpi=90)
     ax = fig.add_subplot()
     for name, curve in sorted(curves.items()):

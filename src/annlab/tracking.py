@@ -1,12 +1,16 @@
 """The one module that talks to MLflow: the store, the experiment, and each run's records.
 
-Runs are driven through ``MlflowClient`` with explicit run ids (no fluent global state), so a
-process can hold several runs, a sweep's parent among them, without one leaking into another.
+``tracking.open(uri, experiment)`` gives an :class:`Experiment` handle (store, client and id
+together); runs, sweeps and their children are asked of it. Runs are driven through
+``MlflowClient`` with explicit run ids (no fluent global state), so a process can hold several
+runs, a sweep's parent among them, without one leaking into another. Every tag, status and
+artifact name comes from :mod:`annlab.names`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import tempfile
@@ -14,7 +18,8 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from functools import cache
+from dataclasses import dataclass
+from functools import cache, cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,31 +29,109 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from annlab.provenance import REPO_ROOT
+from annlab import names
+from annlab.names import Status
+from annlab.provenance import Provenance
 
-DEFAULT_STORE = REPO_ROOT / "outputs" / "mlflow.db"
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
-FAILURE_TAG = "annlab.failure"
+EXPERIMENT_TAGS = {names.EXPERIMENT_KIND: "custom_model_development"}
+# Quiet by default: MLflow's INFO lines (schema creation, signature checks) are not for users.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message says which and why."""
 
 
-def resolve_uri(configured: str | None = None) -> str:
-    """``tracking.uri`` if set, else ``$MLFLOW_TRACKING_URI``, else the embedded sqlite store."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}"
+def resolve_uri(configured: str | None, default: str) -> str:
+    """``tracking.uri`` if set, else ``$MLFLOW_TRACKING_URI``, else ``default`` (paths.store)."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default
 
+
+# -- interrupts ------------------------------------------------------------------------------
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM; the message says which."""
+
+
+_SIGNALS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def interrupts() -> Iterator[list[str]]:
+    """Within, SIGINT and SIGTERM raise :class:`Interrupted`; yields the reasons received,
+    which stay known even if a library catches the exception and raises another."""
+    received: list[str] = []
+
+    def on_signal(signum, frame):
+        received.append(_SIGNALS[signum])
+        raise Interrupted(_SIGNALS[signum])
+
+    previous = {s: signal.signal(s, on_signal) for s in _SIGNALS} if _main_thread() else {}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Closing a run must not be cut short by a second Ctrl-C: ignore it until done."""
+    previous = ({s: signal.signal(s, signal.SIG_IGN) for s in _SIGNALS} if _main_thread()
+                else {})
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# -- what is read back -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Record:
+    """A run as plain data: what the rest of annlab reads, without MLflow's types."""
+
+    run_id: str
+    run_name: str
+    status: Status
+    experiment_id: str
+    start_time: int
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+    @classmethod
+    def of(cls, run) -> Record:
+        return cls(run.info.run_id, run.info.run_name, Status(run.info.status),
+                   run.info.experiment_id, run.info.start_time, dict(run.data.params),
+                   dict(run.data.metrics), dict(run.data.tags))
+
+    config_hash = property(lambda self: self.tags.get(names.CONFIG_HASH))
+    data_hash = property(lambda self: self.tags.get(names.DATA_HASH))
+    failure = property(lambda self: self.tags.get(names.FAILURE))
+    parent_run_id = property(lambda self: self.tags.get(names.PARENT_RUN))
+    git_commit = property(lambda self: self.tags.get(names.GIT_COMMIT))
+    git_dirty = property(lambda self: self.tags.get(names.GIT_DIRTY) == "True")
+    lock_hash = property(lambda self: self.tags.get(names.LOCK_HASH))
+    platform = property(lambda self: self.tags.get(names.PLATFORM))
+
+
+# -- the store -------------------------------------------------------------------------------
 
 @cache
-def client_for(uri: str) -> MlflowClient:
+def _client(uri: str) -> MlflowClient:
     """One client per store and process: opening a sqlite store costs about a second."""
     return MlflowClient(uri)
 
 
 def _sqlite_path(uri: str) -> Path | None:
-    return Path(uri.removeprefix("sqlite:///").split("?")[0]) if uri.startswith("sqlite:///") \
-        else None
+    return (Path(uri.removeprefix("sqlite:///").split("?")[0]) if uri.startswith("sqlite:///")
+            else None)
 
 
 def _check_server(uri: str) -> None:
@@ -60,57 +143,178 @@ def _check_server(uri: str) -> None:
                             "start it or point MLFLOW_TRACKING_URI elsewhere") from err
 
 
-def prepare(uri: str, experiment: str) -> str:
-    """Create the store (if new) and the experiment (if new) once; return the experiment id.
+class Store:
+    """One tracking store (a sqlite file or a server) as this process sees it."""
 
-    Call this in the launching process before any job starts: a new sqlite store first opened
-    by parallel processes can be corrupted by racing schema migrations, and racing experiment
-    creation can file runs under "Default".
-    """
-    if urlparse(uri).scheme in ("http", "https"):
-        _check_server(uri)
-    db = _sqlite_path(uri)
-    artifact_location = None
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        artifact_location = (db.parent / "mlartifacts").as_uri()
-    client = client_for(uri)
-    try:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
+    def __init__(self, uri: str):
+        self.uri = uri
+        if urlparse(uri).scheme in ("http", "https"):
+            _check_server(uri)
+        self.client = _client(uri)
+
+    def experiment(self, name: str) -> Experiment:
+        """The experiment, created (with its tags) if new.
+
+        Call this in the launching process before any job starts: a new sqlite store first
+        opened by parallel processes can be corrupted by racing schema migrations, and racing
+        experiment creation can file runs under "Default".
+        """
+        db = _sqlite_path(self.uri)
+        artifact_location = None
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            artifact_location = (db.parent / "mlartifacts").as_uri()
+        client = self.client
+        try:
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                try:
+                    experiment_id = client.create_experiment(name, artifact_location,
+                                                             EXPERIMENT_TAGS)
+                    return Experiment(self, experiment_id, name)
+                except MlflowException:  # created meanwhile by someone else: use theirs
+                    found = client.get_experiment_by_name(name)
+            if found.lifecycle_stage == "deleted":
+                raise TrackingError(f"experiment {name!r} is deleted in {self.uri}; restore it "
+                                    "(mlflow experiments restore) or choose another name")
+            for key, value in EXPERIMENT_TAGS.items():
+                if found.tags.get(key) != value:
+                    client.set_experiment_tag(found.experiment_id, key, value)
+            return Experiment(self, found.experiment_id, name)
+        except MlflowException as err:
+            raise TrackingError(f"tracking store {self.uri}: {err.message}") from err
+
+    def experiment_by_id(self, experiment_id: str) -> Experiment:
+        try:
+            return Experiment(self, experiment_id,
+                              self.client.get_experiment(experiment_id).name)
+        except MlflowException as err:
+            raise TrackingError(f"no experiment with id {experiment_id!r} in {self.uri}"
+                                ) from err
+
+    def run(self, run_id: str) -> Run:
+        """An existing run (its :meth:`Run.record` says clearly when there is none)."""
+        return Run(self, run_id)
+
+
+def connect(uri: str) -> Store:
+    return Store(uri)
+
+
+def open(uri: str, experiment: str) -> Experiment:
+    """The experiment ``experiment`` of the store at ``uri``, created if new."""
+    return connect(uri).experiment(experiment)
+
+
+class Experiment:
+    """One experiment of a store: where runs, sweeps and their children are created and found."""
+
+    def __init__(self, store: Store, experiment_id: str, name: str):
+        self.store, self.id, self.name = store, experiment_id, name
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    @contextmanager
+    def start_run(self, run_name: str, provenance: Provenance | None = None, *,
+                  parent_run_id: str | None = None, sweep: str | None = None,
+                  tags: Mapping[str, object] | None = None) -> Iterator[Run]:
+        """A run that always ends in a terminal state.
+
+        FINISHED on success; FAILED with the reason in ``annlab.failure`` on an error; KILLED on
+        Ctrl-C or SIGTERM. The exception is re-raised for the caller to report.
+        """
+        all_tags = dict(tags or {})
+        if provenance is not None:
+            all_tags |= {names.CONFIG_HASH: provenance.config_hash,
+                         names.GIT_COMMIT: provenance.git.commit,
+                         names.GIT_DIRTY: provenance.git.dirty,
+                         names.LOCK_HASH: provenance.lock_hash,
+                         names.PLATFORM: provenance.platform["fingerprint"]}
+        all_tags |= {names.PARENT_RUN: parent_run_id, names.SWEEP: sweep}
+        try:
+            info = self.store.client.create_run(self.id, run_name=run_name, tags={
+                k: str(v) for k, v in all_tags.items() if v is not None}).info
+        except MlflowException as err:
+            raise TrackingError(f"cannot create a run in {self.uri}: {err.message}") from err
+        run = Run(self.store, info.run_id)
+        with interrupts() as received:
             try:
-                return client.create_experiment(experiment, artifact_location, EXPERIMENT_TAGS)
-            except MlflowException:  # created meanwhile by someone else: use theirs
-                found = client.get_experiment_by_name(experiment)
-        if found.lifecycle_stage == "deleted":
-            raise TrackingError(f"experiment {experiment!r} is deleted in {uri}; restore it "
-                                "(mlflow experiments restore) or choose another name")
-        for key, value in EXPERIMENT_TAGS.items():
-            if found.tags.get(key) != value:
-                client.set_experiment_tag(found.experiment_id, key, value)
-        return found.experiment_id
-    except MlflowException as err:
-        raise TrackingError(f"tracking store {uri}: {err.message}") from err
+                if provenance is not None:
+                    run.log_dict(provenance.environment(), names.ENVIRONMENT_FILE)
+                    if provenance.git.diff:
+                        run.log_text(provenance.git.diff, names.GIT_DIFF_FILE)
+                yield run
+            except BaseException as err:
+                # An interrupt that surfaced as another exception (a library wrapped it) still
+                # KILLs the run.
+                if isinstance(err, KeyboardInterrupt) or received:
+                    reason = received[0] if received else _SIGNALS[signal.SIGINT]
+                    run.end(Status.KILLED, reason)
+                    if not isinstance(err, KeyboardInterrupt):
+                        raise Interrupted(reason) from err
+                else:
+                    run.end(Status.FAILED, str(err) or type(err).__name__)
+                raise
+            else:
+                run.end(Status.FINISHED)
 
+    def search(self, filter_string: str) -> list[Record]:
+        runs = self.store.client.search_runs([self.id], filter_string, max_results=50_000)
+        return [Record.of(r) for r in runs]
 
-class _Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM during a run; the run is closed as KILLED."""
+    def open_sweep_parent(self, name: str, grid_hash: str, run_name: str, size: int
+                          ) -> tuple[Run, bool]:
+        """The sweep's parent run: the earlier one of the same name and grid if there is one
+        (it is resumed, set RUNNING again), else a new one. Returns (run, resumed)."""
+        found = [r for r in self.search(f"tags.`{names.SWEEP_GRID}` = '{grid_hash}' and "
+                                        f"tags.`{names.SWEEP}` = '{name}'")
+                 if r.parent_run_id is None]
+        client = self.store.client
+        if found:
+            latest = max(found, key=lambda r: r.start_time)
+            client.update_run(latest.run_id, status=Status.RUNNING)
+            if latest.failure is not None:
+                client.delete_tag(latest.run_id, names.FAILURE)
+            return Run(self.store, latest.run_id), True
+        info = client.create_run(self.id, run_name=run_name, tags={
+            names.SWEEP: name, names.SWEEP_GRID: grid_hash, names.SWEEP_SIZE: str(size)}).info
+        return Run(self.store, info.run_id), False
 
+    def children(self, parent_run_id: str) -> list[Record]:
+        return self.search(f"tags.`{names.PARENT_RUN}` = '{parent_run_id}'")
 
-_SIGNALS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
-_received: list[str] = []  # signals seen during the current run, even if a library wrapped them
+    def finished_child(self, parent_run_id: str, config_hash: str) -> Record | None:
+        """A FINISHED child of the parent with this config hash, or None."""
+        runs = self.search(f"tags.`{names.PARENT_RUN}` = '{parent_run_id}' and "
+                           f"tags.`{names.CONFIG_HASH}` = '{config_hash}' and "
+                           f"attributes.status = '{Status.FINISHED}'")
+        return runs[0] if runs else None
 
-
-def _on_signal(signum, frame):
-    _received.append(_SIGNALS[signum])
-    raise _Interrupted(_SIGNALS[signum])
+    def close_stale_children(self, parent_run_id: str, reason: str) -> list[Record]:
+        """End every child still RUNNING (its worker died or was interrupted) as KILLED."""
+        stale = [r for r in self.children(parent_run_id) if r.status == Status.RUNNING]
+        for record in stale:
+            Run(self.store, record.run_id).end(Status.KILLED, reason)
+        return stale
 
 
 class Run:
-    """Records of one MLflow run. Everything goes through batched or single-file calls."""
+    """One MLflow run: what is logged to it (in batched or single-file calls) and read back."""
 
-    def __init__(self, client: MlflowClient, run_id: str):
-        self.client, self.run_id = client, run_id
+    def __init__(self, store: Store, run_id: str):
+        self.store, self.run_id = store, run_id
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        return self.store.client
+
+    def record(self) -> Record:
+        try:
+            return Record.of(self.client.get_run(self.run_id))
+        except MlflowException as err:
+            raise TrackingError(f"no run with id {self.run_id!r} in {self.store.uri}") from err
 
     def log_params(self, params: Mapping[str, object]) -> None:
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
@@ -146,156 +350,31 @@ class Run:
         from mlflow.models import infer_signature
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model"
+            path = Path(tmp) / names.MODEL_DIR
             mlflow.pyfunc.save_model(
                 path, loader_module="annlab.model_io", data_path=str(weights),
                 signature=infer_signature(input_example, output_example),
                 input_example=input_example,
                 pip_requirements=["annlab", "numpy", "scikit-learn", "scipy"])
-            self.client.log_artifacts(self.run_id, str(path), "model")
+            self.client.log_artifacts(self.run_id, str(path), names.MODEL_DIR)
 
+    def metric_history(self, key: str) -> pd.Series:
+        """A metric by step; where a step was logged more than once, its latest value."""
+        points = {m.step: m.value for m in sorted(self.client.get_metric_history(
+            self.run_id, key), key=lambda m: (m.step, m.timestamp))}
+        return pd.Series(points, name=key, dtype=float)
 
-@contextmanager
-def tracked_run(uri: str, experiment_id: str, run_name: str, tags: Mapping[str, str],
-                parent_run_id: str | None = None) -> Iterator[Run]:
-    """A run that always ends in a terminal state.
+    def download(self, artifact_path: str, dst: Path) -> Path:
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(self.client.download_artifacts(self.run_id, artifact_path, str(dst)))
+        except (MlflowException, OSError) as err:
+            raise TrackingError(f"run {self.run_id}: cannot read artifact {artifact_path}: "
+                                f"{err}") from err
 
-    FINISHED on success; FAILED with the reason in ``annlab.failure`` on an error; KILLED on
-    Ctrl-C or SIGTERM. The exception is re-raised for the caller to report.
-    """
-    client = client_for(uri)
-    all_tags = {k: str(v) for k, v in tags.items() if v is not None}
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    try:
-        run = client.create_run(experiment_id, tags=all_tags, run_name=run_name)
-    except MlflowException as err:
-        raise TrackingError(f"cannot create a run in {uri}: {err.message}") from err
-    handle = Run(client, run.info.run_id)
-    previous = {s: signal.signal(s, _on_signal) for s in _SIGNALS} if _main() else {}
-    _received.clear()
-    try:
-        yield handle
-    except BaseException as err:
-        # An interrupt that surfaced as another exception (a library wrapped it) still KILLs.
-        if isinstance(err, KeyboardInterrupt) or _received:
-            reason = _received[0] if _received else "interrupted (Ctrl-C)"
-            _close(uri, handle.run_id, "KILLED", reason)
-            if not isinstance(err, KeyboardInterrupt):
-                raise _Interrupted(reason) from err
-        else:
-            _close(uri, handle.run_id, "FAILED", str(err) or type(err).__name__)
-        raise
-    else:
-        client.set_terminated(handle.run_id, "FINISHED")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _close(uri: str, run_id: str, status: str, reason: str) -> None:
-    # A second interrupt here must not leave the run RUNNING: ignore it until we are done.
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in _SIGNALS} if _main() else {}
-    try:
-        end_run(uri, run_id, status, reason)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
-def _main() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-# -- sweeps -----------------------------------------------------------------------------------
-
-SWEEP_TAG = "annlab.sweep"
-GRID_TAG = "annlab.sweep_grid"
-CONFIG_HASH_TAG = "annlab.config_hash"
-
-
-def _search(uri: str, experiment_id: str, filter_string: str):
-    return client_for(uri).search_runs([experiment_id], filter_string, max_results=50_000)
-
-
-def open_sweep_parent(uri: str, experiment_id: str, name: str, grid_hash: str, run_name: str,
-                      tags: Mapping[str, str]) -> tuple[str, bool]:
-    """The sweep's parent run: the earlier one of the same name and grid if there is one (it is
-    resumed, set RUNNING again), else a new one. Returns (run id, resumed)."""
-    client = client_for(uri)
-    found = [r for r in _search(uri, experiment_id, f"tags.`{GRID_TAG}` = '{grid_hash}' and "
-                                                    f"tags.`{SWEEP_TAG}` = '{name}'")
-             if "mlflow.parentRunId" not in r.data.tags]
-    if found:
-        latest = max(found, key=lambda r: r.info.start_time)
-        client.update_run(latest.info.run_id, status="RUNNING")
-        if FAILURE_TAG in latest.data.tags:
-            client.delete_tag(latest.info.run_id, FAILURE_TAG)
-        return latest.info.run_id, True
-    run = client.create_run(experiment_id, run_name=run_name,
-                            tags={SWEEP_TAG: name, GRID_TAG: grid_hash, **tags})
-    return run.info.run_id, False
-
-
-def _record(run) -> dict:
-    """A run as plain data: what the rest of annlab reads, without MLflow's types."""
-    return {"run_id": run.info.run_id, "run_name": run.info.run_name,
-            "status": run.info.status, "start_time": run.info.start_time,
-            "params": dict(run.data.params), "metrics": dict(run.data.metrics),
-            "tags": dict(run.data.tags)}
-
-
-def finished_child(uri: str, experiment_id: str, parent_run_id: str, config_hash: str
-                   ) -> dict | None:
-    """A FINISHED child of the parent with this config hash, or None."""
-    runs = _search(uri, experiment_id, f"tags.`mlflow.parentRunId` = '{parent_run_id}' and "
-                                       f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}' and "
-                                       "attributes.status = 'FINISHED'")
-    return _record(runs[0]) if runs else None
-
-
-def children(uri: str, experiment_id: str, parent_run_id: str) -> list[dict]:
-    return [_record(r) for r in
-            _search(uri, experiment_id, f"tags.`mlflow.parentRunId` = '{parent_run_id}'")]
-
-
-def metric_history(uri: str, run_id: str, key: str) -> pd.Series:
-    """A metric by step; where a step was logged more than once, its latest value."""
-    points = {m.step: m.value for m in sorted(client_for(uri).get_metric_history(run_id, key),
-                                              key=lambda m: (m.step, m.timestamp))}
-    return pd.Series(points, name=key, dtype=float)
-
-
-def download(uri: str, run_id: str, artifact_path: str, dst: Path) -> Path:
-    dst.mkdir(parents=True, exist_ok=True)
-    try:
-        return Path(client_for(uri).download_artifacts(run_id, artifact_path, str(dst)))
-    except (MlflowException, OSError) as err:
-        raise TrackingError(f"run {run_id}: cannot read artifact {artifact_path}: {err}") from err
-
-
-def load_run(uri: str, run_id: str) -> dict:
-    """A run as plain data, with its experiment id; a clear error for an unknown id."""
-    try:
-        run = client_for(uri).get_run(run_id)
-    except MlflowException as err:
-        raise TrackingError(f"no run with id {run_id!r} in {uri}") from err
-    return {**_record(run), "experiment_id": run.info.experiment_id}
-
-
-def end_run(uri: str, run_id: str, status: str, reason: str | None = None) -> None:
-    """Terminate a run by status name, recording ``reason`` as its failure."""
-    client = client_for(uri)
-    if reason:
-        client.set_tag(run_id, FAILURE_TAG, reason[:5000])
-    client.set_terminated(run_id, status)
-
-
-def kill_stale_children(uri: str, experiment_id: str, parent_run_id: str, reason: str
-                        ) -> list[str]:
-    """End every child still RUNNING (its worker died or was interrupted) as KILLED."""
-    stale = [r["run_id"] for r in children(uri, experiment_id, parent_run_id)
-             if r["status"] == "RUNNING"]
-    for run_id in stale:
-        end_run(uri, run_id, "KILLED", reason)
-    return stale
+    def end(self, status: Status, reason: str | None = None) -> None:
+        """Terminate the run, recording ``reason`` as its failure."""
+        with _uninterrupted():
+            if reason:
+                self.client.set_tag(self.run_id, names.FAILURE, reason[:5000])
+            self.client.set_terminated(self.run_id, status)

@@ -46,7 +46,7 @@ def train(model: NeuralNetClassifier, splits: Splits, snapshot_epochs) -> list[S
 
 def history_frame(model: NeuralNetClassifier) -> pd.DataFrame:
     """The per-epoch curves as a table indexed by epoch (1..n_iter_)."""
-    curves = {k: v for k, v in model.history_.items() if v}
+    curves = {k: v for k, v in getattr(model, "history_", {}).items() if v}
     index = pd.RangeIndex(1, len(next(iter(curves.values()), [])) + 1, name="epoch")
     return pd.DataFrame(curves, index=index)
 

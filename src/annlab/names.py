@@ -1,0 +1,60 @@
+"""Every name annlab writes to or reads from MLflow, spelled once.
+
+Owned by :mod:`annlab.tracking`: other modules neither spell an ``mlflow.*`` or ``annlab.*`` tag
+nor a run status; they use these constants or the typed records tracking returns.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """MLflow's run states."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+# MLflow's own tags
+PARENT_RUN = "mlflow.parentRunId"
+GIT_COMMIT = "mlflow.source.git.commit"
+EXPERIMENT_KIND = "mlflow.experimentKind"
+
+# annlab's run tags
+CONFIG_HASH = "annlab.config_hash"
+DATA_HASH = "annlab.data_hash"
+GIT_DIRTY = "annlab.git_dirty"
+LOCK_HASH = "annlab.lock_hash"
+PLATFORM = "annlab.platform"
+FAILURE = "annlab.failure"
+SWEEP = "annlab.sweep"
+SWEEP_GRID = "annlab.sweep_grid"
+SWEEP_SIZE = "annlab.sweep_size"
+BEST_RUN = "annlab.best_run"
+REPRODUCES = "annlab.reproduces"
+VERDICT = "annlab.verdict"
+
+# Artifacts
+CONFIG_FILE = "config/config.yaml"
+OVERRIDES_FILE = "config/overrides.yaml"
+ENVIRONMENT_FILE = "environment/environment.json"
+GIT_DIFF_FILE = "environment/git.diff"
+DATA_DIR = "data"
+SPLITS_FILE = "splits.npz"
+FIGURES_DIR = "figures"
+MODEL_DIR = "model"
+WEIGHTS_FILE = "model/data/weights.npz"  # inside the logged pyfunc model
+SWEEP_SUMMARY_FILE = "sweep_summary.csv"
+REPORT_FILE = "reproduce/report.txt"
+# Each run's figures, by what they show: Figure 3 of the post, Figure 2 and its last frame.
+FIGURE_FILES = {"misclassification": "misclassification.png", "boundary": "boundary.gif",
+                "boundary_final": "boundary_final.png"}
+SWEEP_FIGURE_FILES = {"heatmaps": "val_misclassification_heatmaps.png",
+                      "curves": "val_curves.png", "boundaries": "boundaries.png"}
+
+# Metrics logged once (per-epoch curves are named by annlab.network.HISTORY_KEYS)
+BEST_VAL_MISCLASSIFICATION = "best_val_misclassification"
+REPRODUCE_DIFFERENCES = "reproduce_differences"
