@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from annlab.config import ConfigError, run_name
+from annlab.names import Status
 from annlab.tracking import TrackingError
 
 
@@ -56,12 +57,12 @@ def sweep_job(cfg: DictConfig, hc) -> dict:
         result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
     except Exception as err:  # recorded as FAILED by the run itself; the sweep goes on
         print(f"{progress} FAILED  {err}", flush=True)
-        return {"status": "FAILED", "error": str(err)}
+        return {"status": Status.FAILED, "error": str(err)}
     seconds = time.perf_counter() - start
     state = "already done" if result.skipped else "finished"
     print(f"{progress} {state:<12} val accuracy {result.scores['val_accuracy']:.3f}  "
           f"{seconds:5.1f} s", flush=True)
-    return {"status": "FINISHED", **result.scores}
+    return {"status": Status.FINISHED, **result.scores}
 
 
 if __name__ == "__main__":
