@@ -47,7 +47,7 @@ docs: $(STAMP)  ## rebuild the README's figures in docs/ (checked by the tests)
 
 reproduce: $(STAMP)  ## rerun a tracked run (RUN_ID=...) and compare everything
 	@test -n "$(RUN_ID)" || { echo "usage: make reproduce RUN_ID=<mlflow run id>" >&2; exit 2; }
-	$(PY) -m pipelines.reproduce $(RUN_ID)
+	$(PY) -m pipelines.reproduce $(RUN_ID) $(ARGS)
 
 test: $(STAMP)  ## the test suite (slow end-to-end tests included): what CI runs
 	$(PY) -m pytest -n 2 $(ARGS)

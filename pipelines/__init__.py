@@ -4,8 +4,21 @@ Importing the package registers annlab's config schema, so that ``conf/config.ya
 start its defaults list with ``annlab_schema``.
 """
 
+import os
+import sys
+from typing import NoReturn
+
 from hydra.core.config_store import ConfigStore
 
 from annlab.config import Config
 
 ConfigStore.instance().store(name="annlab_schema", node=Config)
+
+
+def fail(message: str, err: BaseException, code: int = 1) -> NoReturn:
+    """Stop with one line for a fault or bad input annlab can name; with HYDRA_FULL_ERROR=1
+    (Hydra's own switch, `--verbose` for `make reproduce`) the traceback instead."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise err
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(code)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import sys
 from pathlib import Path
 
 import hydra
@@ -17,6 +16,7 @@ from omegaconf import DictConfig
 
 from annlab.config import ConfigError
 from annlab.tracking import TrackingError
+from pipelines import fail
 
 # The post's numbering: Figure 2 is the boundary animation, Figure 3 the misclassification curve.
 POST_NAMES = {"boundary": "figure2.gif", "boundary_final": "figure2_final.png",
@@ -33,7 +33,9 @@ def main(cfg: DictConfig) -> None:
     try:
         result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
     except (ConfigError, TrackingError, DivergenceError) as err:
-        sys.exit(f"error: {err}")
+        fail(f"error: {err}", err)
+    except KeyboardInterrupt as err:
+        fail(str(err) or "interrupted (Ctrl-C)", err, code=130)
     target = Path(cfg.paths.figures) / experiment
     target.mkdir(parents=True, exist_ok=True)
     print(f"experiment {experiment}: run {result.run_name} ({result.run_id}), "

@@ -9,12 +9,14 @@ tagged `annlab.reproduces=<run id>`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from annlab.config import ConfigError
 from annlab.paths import default_paths
 from annlab.reproduce import record_verdict, reproduce
 from annlab.tracking import TrackingError, resolve_uri
+from pipelines import fail
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,14 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_id")
     parser.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else the "
                                       "embedded store)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the traceback of an error (as HYDRA_FULL_ERROR=1 does)")
     args = parser.parse_args(argv)
+    if args.verbose:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
     uri = resolve_uri(args.uri, default_paths().store)
     try:
         report = reproduce(uri, args.run_id)
         verdict_run = record_verdict(uri, report)
     except (TrackingError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        fail(f"error: {err}", err, code=2)
+    except KeyboardInterrupt as err:
+        fail(str(err) or "interrupted (Ctrl-C)", err, code=130)
     print(report.text())
     print(f"verdict tracked as run {verdict_run} (tag annlab.reproduces={args.run_id})")
     return 1 if report.differences else 0

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from omegaconf import DictConfig
 from annlab.config import ConfigError, run_name
 from annlab.names import Status
 from annlab.tracking import TrackingError
+from pipelines import fail
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -33,9 +33,11 @@ def main(cfg: DictConfig) -> dict:
     try:
         result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
     except (ConfigError, TrackingError) as err:
-        sys.exit(f"error: {err}")
+        fail(f"error: {err}", err)
     except DivergenceError as err:
-        sys.exit(f"error: run failed, {err} (recorded as FAILED in MLflow)")
+        fail(f"error: run failed, {err} (recorded as FAILED in MLflow)", err)
+    except KeyboardInterrupt as err:
+        fail(str(err) or "interrupted (Ctrl-C)", err, code=130)
     s = result.scores
     print(f"run {result.run_name} ({result.run_id}) finished\n"
           f"  test accuracy {s['test_accuracy']:.4f}  (train {s['train_accuracy']:.4f}, "
@@ -58,6 +60,9 @@ def sweep_job(cfg: DictConfig, hc) -> dict:
     except Exception as err:  # recorded as FAILED by the run itself; the sweep goes on
         print(f"{progress} FAILED  {err}", flush=True)
         return {"status": Status.FAILED, "error": str(err)}
+    except KeyboardInterrupt as err:  # recorded as KILLED; the launching process stops
+        print(f"{progress} KILLED  {getattr(err, 'reason', 'interrupted')}", flush=True)
+        raise
     seconds = time.perf_counter() - start
     state = "already done" if result.skipped else "finished"
     print(f"{progress} {state:<12} val accuracy {result.scores['val_accuracy']:.3f}  "

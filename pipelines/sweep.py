@@ -77,15 +77,18 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
     print(f"{'resuming' if resumed else 'starting'} sweep {name!r}: {len(points)} configs, "
           f"parent run {parent_name} ({parent.run_id})", flush=True)
-    with tracking.interrupts() as received:
+    with tracking.interrupts() as received, parent.heartbeat():
         try:
             returns = sweeper.launch(jobs)
+            summarise(experiment, parent, parent_name, grid, sweep_dir / "summary")
+        except SystemExit:
+            raise
         except BaseException as err:  # Ctrl-C, SIGTERM, a launcher that lost its workers
             reason = received[0] if received else (
-                "interrupted (Ctrl-C)" if isinstance(err, KeyboardInterrupt)
-                else f"the launcher failed: {str(err).splitlines()[0] if str(err) else err!r}")
+                getattr(err, "reason", "interrupted (Ctrl-C)")
+                if isinstance(err, KeyboardInterrupt)
+                else f"the sweep stopped: {tracking.first_line(err)}")
             _abandon(experiment, parent, parent_name, reason)
-    summarise(experiment, parent, parent_name, grid, sweep_dir / "summary")
     return [returns]
 
 

@@ -47,8 +47,9 @@ def _no_default_store(store_uri):
 
 @pytest.fixture(scope="session")
 def sigterm_when():
-    """sigterm_when(proc, ready, timeout, pause=0): once ``ready()`` holds (or ``timeout`` s
-    pass), wait ``pause`` s, send SIGTERM and wait for the process; killed if it lingers."""
+    """sigterm_when(proc, ready, timeout, pause=0) -> (stdout, stderr): once ``ready()``
+    holds (or ``timeout`` s pass), wait ``pause`` s, send SIGTERM and wait for the process;
+    killed if it lingers."""
     import signal
     import time
 
@@ -59,7 +60,7 @@ def sigterm_when():
                 time.sleep(0.3)
             time.sleep(pause)
             proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=120)
+            return proc.communicate(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -87,3 +87,31 @@ def test_the_config_and_the_estimator_obey_one_table_of_rules(compose_cfg, rule)
     assert info.value.key == rule.key and rule.allowed in str(info.value)
     with pytest.raises(ValueError, match=f"{rule.param}=.*allowed: {re.escape(rule.allowed)}"):
         NeuralNetClassifier(**{rule.param: value}).fit([[0.0], [1.0]], [0, 1])
+
+
+@pytest.mark.parametrize("override, key", [("+train.learning_rat=5", "train.learning_rat"),
+                                           ("+foo=1", "foo")])
+def test_keys_added_with_plus_that_the_schema_lacks_are_refused(compose_cfg, override, key):
+    with pytest.raises(ConfigError, match="misspelt") as info:
+        validate(compose_cfg([override]))
+    assert info.value.key == key
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["plot.grid_size=100000"], "plot.grid_size"),
+    (["plot.frames=5000"], "plot.frames"),
+    (["train.epochs=10000000"], "train.epochs"),
+    (["data.n_samples=100000000"], "data.n_samples"),
+    (["model.hidden_nodes=[20000]"], "model.hidden_nodes"),
+    (["plot.grid_size=1000", "plot.frames=1000", "train.epochs=1000"],
+     "plot.frames x plot.grid_size"),
+    (["data.n_samples=1000000", "model.hidden_nodes=[5000,5000]"],
+     "data.n_samples x model.hidden_nodes"),
+])
+def test_values_that_cannot_fit_in_memory_are_refused_naming_keys_and_limit(
+        compose_cfg, overrides, key, monkeypatch):
+    monkeypatch.setattr("annlab.config.memory_budget", lambda: 8 * 2**30)  # any machine
+    with pytest.raises(ConfigError) as info:
+        validate(compose_cfg(overrides))
+    assert info.value.key == key
+    assert re.search(r"to [\d,]+\b|the limit is 8.0 GiB", str(info.value))

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -120,15 +121,63 @@ def test_cli_bad_value_is_one_line_without_traceback(store_uri, experiment, tmp_
     assert _runs(store_uri, experiment) == []
 
 
-def test_sigterm_leaves_the_run_killed_not_running(store_uri, experiment, tmp_path,
-                                                  sigterm_when):
+def test_sigterm_leaves_the_run_killed_with_its_curves_and_says_so_in_one_line(
+        store_uri, experiment, tmp_path, sigterm_when):
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.run", "train.epochs=200000", "plot.frames=2",
          f"tracking.experiment={experiment}", f"hydra.run.dir={tmp_path}"],
         cwd=REPO, env={**os.environ, "MLFLOW_TRACKING_URI": store_uri},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sigterm_when(proc, lambda: _runs(store_uri, experiment), timeout=120, pause=1.0)
+    stderr = sigterm_when(proc, lambda: _runs(store_uri, experiment), timeout=120,
+                          pause=1.5)[1]
     (run,) = _runs(store_uri, experiment)
     assert run.info.status == "KILLED"
     assert "SIGTERM" in run.data.tags["annlab.failure"]
-    assert proc.returncode != 0
+    assert proc.returncode == 130
+    assert stderr.strip().splitlines() == [
+        f"terminated (SIGTERM): run tanh-h10-lr0.5 ({run.info.run_id}) closed as KILLED"]
+    epochs = len(MlflowClient(store_uri).get_metric_history(run.info.run_id, "val_loss"))
+    assert epochs > 0 and "annlab.data_hash" in run.data.tags  # what it did is kept
+    out = subprocess.run([sys.executable, "-m", "pipelines.reproduce", run.info.run_id,
+                          "--uri", store_uri], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"identical: 4 curves x {epochs} epochs, data hash, config hash" in out.stdout
+
+
+def test_a_run_killed_with_sigkill_is_closed_the_next_time_the_store_is_opened(
+        store_uri, experiment, tmp_path):
+    cmd = [sys.executable, "-m", "pipelines.run", "plot.frames=2",
+           f"tracking.experiment={experiment}"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri}
+    proc = subprocess.Popen([*cmd, "train.epochs=200000", f"hydra.run.dir={tmp_path / 'a'}"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not _runs(store_uri, experiment) and time.monotonic() < deadline:
+            time.sleep(0.3)
+    finally:
+        proc.kill()
+        proc.wait()
+    (killed,) = _runs(store_uri, experiment)
+    assert killed.info.status == "RUNNING"  # nothing could close it
+    out = _cli("train.epochs=5", f"tracking.experiment={experiment}",
+               f"hydra.run.dir={tmp_path / 'b'}", "plot.frames=2",
+               env_extra={"MLFLOW_TRACKING_URI": store_uri}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert killed.info.run_id in out.stderr and "left RUNNING" in out.stderr
+    closed = MlflowClient(store_uri).get_run(killed.info.run_id)
+    assert closed.info.status == "KILLED"
+    assert f"pid {proc.pid}" in closed.data.tags["annlab.failure"]
+
+
+def test_a_key_added_with_plus_is_refused_in_one_line(store_uri, experiment, tmp_path):
+    out = _cli("+train.learning_rat=5", f"tracking.experiment={experiment}",
+               f"hydra.run.dir={tmp_path}", env_extra={"MLFLOW_TRACKING_URI": store_uri},
+               timeout=300)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "error: invalid config: train.learning_rat=5; allowed: the keys of train: "
+        "learning_rate, reg_lambda, epochs, batch_size (a misspelt key?)"]
+    assert _runs(store_uri, experiment) == []

@@ -4,6 +4,7 @@ reproduce` and the README's figures."""
 import hashlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -148,3 +149,39 @@ def test_readme_figures_are_what_the_code_makes(compose_cfg, tmp_path):
         assert diff is None, f"{diff}: run `make docs` and commit docs/"
         if same_platform:
             assert hashlib.sha256(path.read_bytes()).hexdigest() == record["files"][name]
+
+
+def test_a_diverged_run_reproduces_up_to_the_same_epoch(fast_cfg, store_uri, tmp_path):
+    from annlab.network import DivergenceError
+
+    cfg = fast_cfg("model.activation=relu", "train.learning_rate=5000")
+    with pytest.raises(DivergenceError) as info:
+        run_experiment(cfg, [], tmp_path)
+    (run,) = MlflowClient(store_uri).search_runs(
+        [tracking.open(store_uri, cfg.tracking.experiment).id])
+    out = _reproduce(store_uri, run.info.run_id)
+    assert out.returncode == 0, out.stdout + out.stderr
+    epoch = info.value.epoch
+    assert epoch > 2  # some finite epochs to compare
+    assert (f"identical: 4 curves x {epoch - 1} epochs, divergence at epoch {epoch}, "
+            "data hash, config hash") in out.stdout
+
+
+def test_what_cannot_be_reproduced_is_refused_in_one_line(fast_cfg, store_uri, tmp_path):
+    result = run_experiment(fast_cfg(), [], tmp_path)
+    client = MlflowClient(store_uri)
+    client.update_run(result.run_id, status="RUNNING")  # its writer (this process) lives
+    out = _reproduce(store_uri, result.run_id)
+    assert out.returncode == 2 and "is still RUNNING" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    client.set_terminated(result.run_id)
+
+    foreign = client.create_run(result.experiment_id).info.run_id
+    out = _reproduce(store_uri, foreign)
+    assert out.returncode == 2 and "was not made by annlab" in out.stderr
+
+    artifacts = Path(client.get_run(result.run_id).info.artifact_uri.removeprefix("file://"))
+    shutil.rmtree(artifacts / "config")
+    out = _reproduce(store_uri, result.run_id)
+    assert out.returncode == 2
+    assert "made by annlab but its config/config.yaml" in out.stderr and "missing" in out.stderr

@@ -6,8 +6,10 @@ Each test runs the real CLI on a small grid with few epochs, into its own sqlite
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +26,7 @@ TINY = ["train.epochs=8", "plot.frames=2", "plot.grid_size=12", "plot.dpi=30",
         "train.learning_rate=0.1,0.5"]
 
 
-def _sweep(tmp_path, uri, *overrides, launcher="basic", popen=False, env=None):
+def _sweep(tmp_path, uri, *overrides, launcher="basic", popen=False, env=None, **popen_kw):
     args = [sys.executable, "-m", "pipelines.run", "sweep=default", *TINY,
             f"hydra/launcher={launcher}", f"tracking.uri={uri}",
             f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides]
@@ -32,7 +34,8 @@ def _sweep(tmp_path, uri, *overrides, launcher="basic", popen=False, env=None):
         args.append("hydra.launcher.n_jobs=2")
     kw = {"cwd": REPO, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True,
           "env": {**os.environ, **(env or {})}}
-    return subprocess.Popen(args, **kw) if popen else subprocess.run(args, timeout=600, **kw)
+    return (subprocess.Popen(args, **kw, **popen_kw) if popen
+            else subprocess.run(args, timeout=600, **kw))
 
 
 def _all_runs(uri):
@@ -50,7 +53,11 @@ def _split(uri):
 
 @pytest.fixture
 def uri(tmp_path):
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    """A new store, created by annlab: the tests' own MLflow clients poll it while sweeps
+    run, and a raw MLflow client creating a store in place races with anyone else."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.connect(uri)
+    return uri
 
 
 def test_one_parent_with_a_child_per_config_and_the_summary(tmp_path, uri):
@@ -112,8 +119,11 @@ def test_resume_after_sigterm_runs_only_the_missing_configs(tmp_path, uri, sigte
         kids = _split(uri)[1]
         return any(k.info.status == "FINISHED" for k in kids) and len(kids) >= 2
 
-    sigterm_when(proc, one_done_one_running, timeout=180)
-    assert proc.returncode != 0
+    stderr = sigterm_when(proc, one_done_one_running, timeout=180)[1]
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr and "terminated (SIGTERM): closed as KILLED:" in stderr
+    assert stderr.strip().endswith("rerun the same command to resume: finished configs are "
+                                   "not run again")
     parents, kids = _split(uri)
     assert all(r.info.status != "RUNNING" for r in parents + kids)
     assert parents[0].info.status == "KILLED"
@@ -130,6 +140,29 @@ def test_resume_after_sigterm_runs_only_the_missing_configs(tmp_path, uri, sigte
     assert len(finished) == 4 and len(set(hashes)) == 4  # no duplicate FINISHED child
     assert done_before <= {k.info.run_id for k in finished}  # earlier results kept, not redone
     assert out.stdout.count("already done") == len(done_before)
+
+
+def test_ctrl_c_closes_every_run_and_prints_a_line_per_run_no_traceback(tmp_path, uri):
+    proc = _sweep(tmp_path, uri, "train.epochs=200000", launcher="joblib", popen=True,
+                  start_new_session=True)  # its own process group, as a terminal's job
+    try:
+        deadline = time.monotonic() + 180
+        while len(_split(uri)[1]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole group
+        stderr = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    parents, kids = _split(uri)
+    assert all(r.info.status == "KILLED" for r in parents + kids)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert lines[-1].startswith("rerun the same command to resume")
+    closed = "\n".join(lines)
+    for run in parents + kids:  # a line for each run, whichever process closed it
+        assert run.info.run_id in closed or run.info.run_name in stderr + proc.stdout.read()
 
 
 def _writer(uri, k, steps):

@@ -117,3 +117,82 @@ def test_a_run_tracks_into_an_mlflow_server(mlflow_server, fast_cfg, tmp_path, m
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # for runs:/ to resolve
     model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
     assert model.predict(np.array([[-1.0, 0.5]])).tolist() == [0]
+
+
+def _open_and_log(uri):
+    with tracking.open(uri, "annlab").start_run("r") as run:
+        run.log_metrics({"x": 1.0})
+
+
+@pytest.mark.slow
+def test_processes_opening_a_new_store_at_once_all_succeed_and_leave_it_whole(tmp_path):
+    import multiprocessing
+
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_open_and_log, args=(uri,)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0] * 4
+    exp = tracking.open(uri, "annlab")  # and the store stays usable
+    assert len(exp.search("")) == 4
+    assert not list((tmp_path / "new").glob(".*.new"))  # no half-built leftovers
+
+
+def test_bad_stores_are_refused_in_one_line_within_seconds(tmp_path, store_uri):
+    import shutil
+
+    tracking.open(store_uri, "annlab")  # the store exists
+    truncated = tmp_path / "truncated.db"
+    shutil.copyfile(store_uri.removeprefix("sqlite:///"), truncated)
+    with truncated.open("r+b") as f:
+        f.truncate(truncated.stat().st_size // 3)
+    (tmp_path / "garbage.db").write_text("not a database\n")
+    cases = {"ftp://x": "is not a tracking store",
+             "sqlite:////proc/annlab/x.db": "cannot create the tracking store",
+             f"sqlite:///{truncated}": "is not a usable MLflow store",
+             f"sqlite:///{tmp_path / 'garbage.db'}": "is not a usable MLflow store"}
+    for uri, expected in cases.items():
+        start = time.monotonic()
+        with pytest.raises(tracking.TrackingError, match=expected) as info:
+            tracking.open(uri, "annlab")
+        assert time.monotonic() - start < 10 and "\n" not in str(info.value)
+
+
+def test_runs_whose_process_is_gone_are_closed_as_killed_when_the_store_is_opened(
+        store_uri, experiment):
+    from annlab.provenance import ProcessId
+
+    exp = tracking.open(store_uri, experiment)
+    me = ProcessId.current()
+    gone = ProcessId(me.host, me.boot, 2**22 + 1, "0")  # above Linux's largest pid
+    tags = {
+        "dead here": {names.PROCESS: str(gone)},
+        "alive here": {names.PROCESS: str(me)},
+        "silent elsewhere": {names.PROCESS: f"far-away {me.boot} 7 1", names.HEARTBEAT: "1"},
+        "beating elsewhere": {names.PROCESS: f"far-away {me.boot} 7 1",
+                              names.HEARTBEAT: str(int(time.time()))},
+        "not annlab's": {},
+    }
+    client = MlflowClient(store_uri)
+    ids = {name: client.create_run(exp.id, run_name=name, tags=t).info.run_id
+           for name, t in tags.items()}
+    closed = tracking.open(store_uri, experiment).close_dead_runs()
+    assert {r.run_name for r in closed} == set()  # opening already closed them
+    status = {name: client.get_run(i).info.status for name, i in ids.items()}
+    assert status == {"dead here": "KILLED", "alive here": "RUNNING",
+                      "silent elsewhere": "KILLED", "beating elsewhere": "RUNNING",
+                      "not annlab's": "RUNNING"}
+    reason = client.get_run(ids["dead here"]).data.tags[names.FAILURE]
+    assert "ended without closing the run" in reason and "SIGKILL" in reason
+
+
+def test_a_live_run_renews_its_heartbeat(store_uri, experiment, monkeypatch):
+    monkeypatch.setattr(tracking, "HEARTBEAT_SECONDS", 0.2)
+    with tracking.open(store_uri, experiment).start_run("r") as run:
+        first = run.record().tags[names.HEARTBEAT]
+        time.sleep(1.5)
+        later = run.record().tags[names.HEARTBEAT]
+    assert int(later) > int(first)

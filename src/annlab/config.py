@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import pandas as pd
@@ -99,8 +100,26 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
+def _unknown_key(cfg: DictConfig) -> ConfigError | None:
+    """A key the schema does not have (Hydra's ``+key=value`` adds one), if any."""
+    sections = {f.name: f.default_factory for f in fields(Config)
+                if is_dataclass(f.default_factory)}
+    places = [("", cfg, [f.name for f in fields(Config)])]
+    places += [(f"{name}.", cfg[name], [f.name for f in fields(section)])
+               for name, section in sections.items() if name in cfg]
+    for prefix, node, known in places:
+        for key in node:
+            if key not in known:
+                return ConfigError(f"{prefix}{key}", _plain(node[key]),
+                                   f"the keys of {prefix.rstrip('.') or 'the config'}: "
+                                   f"{', '.join(known)} (a misspelt key?)")
+    return None
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value that cannot give a meaningful run."""
+    if err := _unknown_key(cfg):
+        raise err
     for rule in RULES:
         value = _plain(OmegaConf.select(cfg, rule.key))
         _require(rule.ok(value), rule.key, value, rule.allowed)
@@ -115,6 +134,38 @@ def validate(cfg: DictConfig) -> None:
              f"{'/'.join(map(str, sizes))} train/val/test")
     _require(bool(cfg.tracking.experiment), "tracking.experiment", cfg.tracking.experiment,
              "a non-empty experiment name")
+    needed, budget = memory_needed(cfg), memory_budget()
+    keys, largest = max(needed.items(), key=lambda item: item[1])
+    _require(sum(needed.values()) <= budget, keys,
+             " x ".join(str(_plain(OmegaConf.select(cfg, k))) for k in keys.split(" x ")),
+             f"values whose arrays fit in memory: this config needs about "
+             f"{_gib(sum(needed.values()))}, {_gib(largest)} of it for these keys, and the limit "
+             f"is {_gib(budget)} (half of this machine's memory)")
+
+
+def memory_needed(cfg: DictConfig) -> dict[str, int]:
+    """Rough bytes of a run's largest arrays, by the keys that size them."""
+    d, p = cfg.data, cfg.plot
+    widths = [*hidden_sizes(cfg.model.hidden_nodes), 2]  # make_moons: 2 classes
+    frames = min(p.frames, cfg.train.epochs)
+    return {
+        # activations, errors and gradients of every layer, a few copies each
+        "data.n_samples x model.hidden_nodes": 8 * 6 * d.n_samples * sum(widths),
+        # per-epoch curves: Python floats, a DataFrame, MLflow's metric objects
+        "train.epochs": 600 * cfg.train.epochs,
+        # every frame's class probabilities on the grid
+        "plot.frames x plot.grid_size": 8 * 2 * frames * p.grid_size ** 2,
+        # every frame's pixels, RGB and palette copies
+        "plot.frames x plot.dpi": 5 * frames * round(p.width * p.dpi) * round(p.height * p.dpi),
+    }
+
+
+def memory_budget() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
 
 
 def resolved(cfg: DictConfig) -> dict:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -43,6 +45,46 @@ class Provenance:
         return {"git": {"commit": self.git.commit, "dirty": self.git.dirty},
                 "lock_hash": self.lock_hash, "packages": self.packages,
                 "platform": self.platform, "executable": sys.executable}
+
+
+@dataclass(frozen=True)
+class ProcessId:
+    """A process, told apart from a later one that reuses its pid (start time) or a rebooted
+    machine (boot id): what is needed to tell later whether a run's process is still alive."""
+
+    host: str
+    boot: str
+    pid: int
+    started: str  # clock ticks after boot, from /proc/<pid>/stat
+
+    def __str__(self) -> str:
+        return f"{self.host} {self.boot} {self.pid} {self.started}"
+
+    @classmethod
+    def parse(cls, text: str) -> ProcessId | None:
+        parts = (text or "").split(" ")
+        if len(parts) != 4 or not parts[2].isdigit():
+            return None
+        return cls(parts[0], parts[1], int(parts[2]), parts[3])
+
+    @classmethod
+    def current(cls) -> ProcessId:
+        return cls(socket.gethostname(), _boot_id(), os.getpid(), _started(os.getpid()))
+
+    def alive(self) -> bool | None:
+        """True or False on the machine that ran it; None (cannot tell) elsewhere."""
+        if self.host != socket.gethostname():
+            return None
+        return self.boot == _boot_id() and self.started == _started(self.pid)
+
+
+def _boot_id() -> str:
+    return _read("/proc/sys/kernel/random/boot_id").strip()
+
+
+def _started(pid: int) -> str:
+    stat = _read(f"/proc/{pid}/stat")  # the command name (field 2) may hold spaces: skip it
+    return stat.rsplit(")", 1)[-1].split()[19] if stat else ""
 
 
 def collect(config_hash: str) -> Provenance:

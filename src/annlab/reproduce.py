@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from PIL import Image, ImageSequence
 
 from annlab import names, provenance, tracking, training
@@ -138,12 +139,12 @@ def load_recorded(store: tracking.Store, run_id: str, scratch: Path) -> Recorded
     run = store.run(run_id)
     record = run.record()
     what = f"run {record.run_name} ({run_id})"
-    if record.status == Status.RUNNING:
-        raise tracking.TrackingError(f"{what} is still RUNNING (its process may still be "
-                                     "writing to it); reproduce it once it has ended")
     if record.config_hash is None:
         raise tracking.TrackingError(f"{what} was not made by annlab (it has no "
                                      f"{names.CONFIG_HASH} tag); nothing to reproduce")
+    if record.status == Status.RUNNING:
+        raise tracking.TrackingError(f"{what} is still RUNNING (its process may still be "
+                                     "writing to it); reproduce it once it has ended")
     files = scratch / "recorded"
     try:
         config_file = run.download(names.CONFIG_FILE, files)
@@ -153,8 +154,13 @@ def load_recorded(store: tracking.Store, run_id: str, scratch: Path) -> Recorded
                                      f"{names.CONFIG_FILE} or {names.ENVIRONMENT_FILE} artifact "
                                      "is missing (deleted?); it cannot be rerun") from err
     # Where files go is this checkout's business, whatever the recording machine had.
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(config_file),
-                          {"paths": OmegaConf.to_container(default_paths())})
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(config_file),
+                              {"paths": OmegaConf.to_container(default_paths())})
+    except OmegaConfBaseException as err:
+        raise tracking.TrackingError(f"{what}: its recorded {names.CONFIG_FILE} does not fit "
+                                     f"today's config schema: {tracking.first_line(err)}"
+                                     ) from err
     validate(cfg)
     curves = {key: run.metric_history(key) for key in HISTORY_KEYS}
     return Recorded(run, record, cfg, environment, curves, files)

@@ -43,7 +43,23 @@ class Rule:
 
 def _hidden_ok(value: Any) -> bool:
     sizes = hidden_sizes(value)
-    return len(sizes) > 0 and all(is_int(h) and h >= 1 for h in sizes)
+    return 0 < len(sizes) <= MAX_LAYERS and all(is_int(h) and 1 <= h <= MAX_WIDTH for h in sizes)
+
+
+def _int_in(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: is_int(v) and low <= v <= high
+
+
+def _number_in(low: float, high: float, *, low_open: bool = False) -> Callable[[Any], bool]:
+    return lambda v: is_number(v) and (low < v if low_open else low <= v) and v <= high
+
+
+# Upper bounds: beyond them a run cannot fit in memory or finish in a sane time; the combined
+# memory of a config is checked by annlab.config.validate.
+MAX_LAYERS, MAX_WIDTH = 10, 10_000
+MAX_SAMPLES = 1_000_000
+MAX_EPOCHS = 1_000_000
+MAX_FRAMES, MAX_GRID, MAX_DPI, MAX_INCHES = 1_000, 1_000, 600, 50
 
 
 # Checked in this order; the first broken rule is reported.
@@ -51,21 +67,23 @@ RULES = (
     Rule("seed", None, lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     Rule("model.activation", "activation", lambda v: v in ACTIVATIONS, " | ".join(ACTIVATIONS)),
     Rule("model.hidden_nodes", "hidden_nodes", _hidden_ok,
-         "an integer >= 1, or a non-empty list of them"),
+         f"an integer from 1 to {MAX_WIDTH:,}, or a list of 1 to {MAX_LAYERS} of them"),
     Rule("train.learning_rate", "learning_rate", lambda v: is_number(v) and v > 0,
          "a finite number > 0"),
     Rule("train.reg_lambda", "reg_lambda", lambda v: is_number(v) and v >= 0,
          "a finite number >= 0"),
-    Rule("train.epochs", "epochs", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    Rule("train.epochs", "epochs", _int_in(1, MAX_EPOCHS), f"an integer from 1 to {MAX_EPOCHS:,}"),
     Rule("train.batch_size", "batch_size", lambda v: v is None or (is_int(v) and v >= 1),
          "null (full batch) or an integer >= 1"),
+    Rule("data.n_samples", None, _int_in(1, MAX_SAMPLES), f"an integer up to {MAX_SAMPLES:,}"),
     Rule("data.noise", None, lambda v: is_number(v) and v >= 0, "a number >= 0"),
     *(Rule(f"data.{split}_fraction", None, lambda v: is_number(v) and 0 < v < 1,
            "a fraction strictly between 0 and 1") for split in ("train", "val", "test")),
-    Rule("plot.frames", None, lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-    Rule("plot.grid_size", None, lambda v: is_int(v) and v >= 2, "an integer >= 2"),
-    Rule("plot.fps", None, lambda v: is_number(v) and v > 0, "a number > 0"),
-    *(Rule(f"plot.{key}", None, lambda v: is_number(v) and v > 0, "a number > 0")
-      for key in ("width", "height", "dpi")),
+    Rule("plot.frames", None, _int_in(1, MAX_FRAMES), f"an integer from 1 to {MAX_FRAMES:,}"),
+    Rule("plot.grid_size", None, _int_in(2, MAX_GRID), f"an integer from 2 to {MAX_GRID:,}"),
+    Rule("plot.fps", None, _number_in(0, 100, low_open=True), "a number > 0, up to 100"),
+    Rule("plot.dpi", None, _number_in(1, MAX_DPI), f"a number from 1 to {MAX_DPI}"),
+    *(Rule(f"plot.{key}", None, _number_in(0, MAX_INCHES, low_open=True),
+           f"a number of inches > 0, up to {MAX_INCHES}") for key in ("width", "height")),
 )
 ESTIMATOR_RULES = {rule.param: rule for rule in RULES if rule.param}

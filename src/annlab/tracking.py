@@ -13,11 +13,13 @@ import json
 import logging
 import os
 import signal
+import sqlite3
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -28,10 +30,12 @@ import requests
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.file_utils import ExclusiveFileLock
+from sqlalchemy.exc import SQLAlchemyError
 
 from annlab import names
 from annlab.names import Status
-from annlab.provenance import Provenance
+from annlab.provenance import ProcessId, Provenance
 
 EXPERIMENT_TAGS = {names.EXPERIMENT_KIND: "custom_model_development"}
 # Quiet by default: MLflow's INFO lines (schema creation, signature checks) are not for users.
@@ -50,7 +54,11 @@ def resolve_uri(configured: str | None, default: str) -> str:
 # -- interrupts ------------------------------------------------------------------------------
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM; the message says which."""
+    """Ctrl-C or SIGTERM; ``reason`` says which, the message what was done about it."""
+
+    def __init__(self, reason: str, message: str | None = None):
+        super().__init__(message or reason)
+        self.reason = reason
 
 
 _SIGNALS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
@@ -123,6 +131,11 @@ class Record:
 
 # -- the store -------------------------------------------------------------------------------
 
+STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+HEARTBEAT_SECONDS = 60
+STALE_AFTER_SECONDS = 10 * HEARTBEAT_SECONDS  # a run on another machine silent this long died
+
+
 @cache
 def _client(uri: str) -> MlflowClient:
     """One client per store and process: opening a sqlite store costs about a second."""
@@ -134,6 +147,14 @@ def _sqlite_path(uri: str) -> Path | None:
             else None)
 
 
+def _check_uri(uri: str) -> None:
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme not in STORE_SCHEMES or (scheme == "sqlite" and not uri.startswith("sqlite:///")):
+        raise TrackingError(f"tracking URI {uri!r} is not a tracking store; allowed: "
+                            "sqlite:///<path>, http(s)://<mlflow server>, "
+                            "postgresql://..., mysql://..., mssql://...")
+
+
 def _check_server(uri: str) -> None:
     """Fail within seconds, not after MLflow's minutes of retries, when nothing answers."""
     try:
@@ -143,27 +164,68 @@ def _check_server(uri: str) -> None:
                             "start it or point MLFLOW_TRACKING_URI elsewhere") from err
 
 
+def _open_sqlite(db: Path, uri: str) -> None:
+    """Create a new store whole or not at all; refuse, in seconds, a file that is no store.
+
+    Several processes may open a new store at once (two terminals, a script): one builds it
+    beside the target under a lock and renames it into place, the others wait and use it.
+    Building in place could leave a half-built file behind that breaks every later run.
+    """
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if not db.exists():
+            with ExclusiveFileLock(f"{db}.lock"):
+                if not db.exists():
+                    tmp = db.with_name(f".{db.name}.{os.getpid()}.new")
+                    try:
+                        MlflowClient(f"sqlite:///{tmp}").search_experiments(max_results=1)
+                        os.replace(tmp, db)
+                    finally:
+                        tmp.unlink(missing_ok=True)
+    except (OSError, MlflowException, SQLAlchemyError) as err:
+        raise TrackingError(f"cannot create the tracking store {db}: {first_line(err)}"
+                            ) from err
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
+            con.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.Error as err:
+        raise TrackingError(f"tracking store {uri} is not a usable MLflow store ({err}); move "
+                            "the file aside (annlab then creates a new one) or set "
+                            "tracking.uri / MLFLOW_TRACKING_URI to another store") from err
+
+
+def first_line(err: BaseException) -> str:
+    """An exception in one line, for messages."""
+    text = getattr(err, "message", None) or str(err) or type(err).__name__
+    return text.strip().splitlines()[0]
+
+
+def _liveness_tags() -> dict[str, str]:
+    """Who writes a run: tags that let a later process tell whether the writer still lives."""
+    return {names.PROCESS: str(ProcessId.current()), names.HEARTBEAT: str(int(time.time()))}
+
+
 class Store:
     """One tracking store (a sqlite file or a server) as this process sees it."""
 
     def __init__(self, uri: str):
         self.uri = uri
+        _check_uri(uri)
         if urlparse(uri).scheme in ("http", "https"):
             _check_server(uri)
+        elif (db := _sqlite_path(uri)) is not None:
+            _open_sqlite(db, uri)
         self.client = _client(uri)
 
     def experiment(self, name: str) -> Experiment:
-        """The experiment, created (with its tags) if new.
+        """The experiment, created (with its tags) if new; runs its dead processes left
+        RUNNING are closed as KILLED first.
 
-        Call this in the launching process before any job starts: a new sqlite store first
-        opened by parallel processes can be corrupted by racing schema migrations, and racing
-        experiment creation can file runs under "Default".
+        Call this in the launching process before any job starts: racing experiment creation
+        can file runs under "Default".
         """
         db = _sqlite_path(self.uri)
-        artifact_location = None
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
-            artifact_location = (db.parent / "mlartifacts").as_uri()
+        artifact_location = (db.parent / "mlartifacts").as_uri() if db is not None else None
         client = self.client
         try:
             found = client.get_experiment_by_name(name)
@@ -180,9 +242,11 @@ class Store:
             for key, value in EXPERIMENT_TAGS.items():
                 if found.tags.get(key) != value:
                     client.set_experiment_tag(found.experiment_id, key, value)
-            return Experiment(self, found.experiment_id, name)
-        except MlflowException as err:
-            raise TrackingError(f"tracking store {self.uri}: {err.message}") from err
+            experiment = Experiment(self, found.experiment_id, name)
+            experiment.close_dead_runs()
+            return experiment
+        except (MlflowException, SQLAlchemyError) as err:
+            raise TrackingError(f"tracking store {self.uri}: {first_line(err)}") from err
 
     def experiment_by_id(self, experiment_id: str) -> Experiment:
         try:
@@ -232,14 +296,14 @@ class Experiment:
                          names.GIT_DIRTY: provenance.git.dirty,
                          names.LOCK_HASH: provenance.lock_hash,
                          names.PLATFORM: provenance.platform["fingerprint"]}
-        all_tags |= {names.PARENT_RUN: parent_run_id, names.SWEEP: sweep}
+        all_tags |= {names.PARENT_RUN: parent_run_id, names.SWEEP: sweep, **_liveness_tags()}
         try:
             info = self.store.client.create_run(self.id, run_name=run_name, tags={
                 k: str(v) for k, v in all_tags.items() if v is not None}).info
         except MlflowException as err:
             raise TrackingError(f"cannot create a run in {self.uri}: {err.message}") from err
         run = Run(self.store, info.run_id)
-        with interrupts() as received:
+        with interrupts() as received, run.heartbeat():
             try:
                 if provenance is not None:
                     run.log_dict(provenance.environment(), names.ENVIRONMENT_FILE)
@@ -250,10 +314,11 @@ class Experiment:
                 # An interrupt that surfaced as another exception (a library wrapped it) still
                 # KILLs the run.
                 if isinstance(err, KeyboardInterrupt) or received:
-                    reason = received[0] if received else _SIGNALS[signal.SIGINT]
+                    reason = (received[0] if received else
+                              getattr(err, "reason", _SIGNALS[signal.SIGINT]))
                     run.end(Status.KILLED, reason)
-                    if not isinstance(err, KeyboardInterrupt):
-                        raise Interrupted(reason) from err
+                    raise Interrupted(reason, f"{reason}: run {run_name} ({run.run_id}) closed "
+                                              "as KILLED") from err
                 else:
                     run.end(Status.FAILED, str(err) or type(err).__name__)
                 raise
@@ -263,6 +328,29 @@ class Experiment:
     def search(self, filter_string: str) -> list[Record]:
         runs = self.store.client.search_runs([self.id], filter_string, max_results=50_000)
         return [Record.of(r) for r in runs]
+
+    def close_dead_runs(self) -> list[Record]:
+        """Close as KILLED every RUNNING run whose process is gone: killed with SIGKILL,
+        crashed, or on a machine that has been silent for STALE_AFTER_SECONDS."""
+        now, dead = time.time(), []
+        for record in self.search(f"attributes.status = '{Status.RUNNING}'"):
+            process = ProcessId.parse(record.tags.get(names.PROCESS, ""))
+            if process is None:  # not written by annlab: nothing to tell by
+                continue
+            alive = process.alive()
+            if alive is None:  # another machine: judge by its heartbeat
+                alive = now - float(record.tags.get(names.HEARTBEAT) or 0) < STALE_AFTER_SECONDS
+            if not alive:
+                Run(self.store, record.run_id).end(
+                    Status.KILLED, f"its process (pid {process.pid} on {process.host}) ended "
+                    "without closing the run: killed with SIGKILL, crashed, or its machine was "
+                    "lost; closed the next time annlab opened the store")
+                dead.append(record)
+        if dead:
+            print(f"note: closed {len(dead)} run(s) left RUNNING by a process that is gone, as "
+                  "KILLED: " + ", ".join(f"{r.run_name} ({r.run_id})" for r in dead),
+                  file=sys.stderr)
+        return dead
 
     def open_sweep_parent(self, name: str, grid_hash: str, run_name: str, size: int
                           ) -> tuple[Run, bool]:
@@ -277,9 +365,12 @@ class Experiment:
             client.update_run(latest.run_id, status=Status.RUNNING)
             if latest.failure is not None:
                 client.delete_tag(latest.run_id, names.FAILURE)
-            return Run(self.store, latest.run_id), True
+            parent = Run(self.store, latest.run_id)
+            parent.set_tags(_liveness_tags())
+            return parent, True
         info = client.create_run(self.id, run_name=run_name, tags={
-            names.SWEEP: name, names.SWEEP_GRID: grid_hash, names.SWEEP_SIZE: str(size)}).info
+            names.SWEEP: name, names.SWEEP_GRID: grid_hash, names.SWEEP_SIZE: str(size),
+            **_liveness_tags()}).info
         return Run(self.store, info.run_id), False
 
     def children(self, parent_run_id: str) -> list[Record]:
@@ -371,6 +462,24 @@ class Run:
         except (MlflowException, OSError) as err:
             raise TrackingError(f"run {self.run_id}: cannot read artifact {artifact_path}: "
                                 f"{err}") from err
+
+    @contextmanager
+    def heartbeat(self) -> Iterator[None]:
+        """While inside, renew the run's heartbeat tag every HEARTBEAT_SECONDS (from a daemon
+        thread), so that annlab elsewhere can tell this process still works on it."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                # A missed beat is no failure; the run itself reports a store that went away.
+                with suppress(Exception):
+                    self.client.set_tag(self.run_id, names.HEARTBEAT, str(int(time.time())))
+
+        threading.Thread(target=beat, daemon=True, name=f"heartbeat-{self.run_id}").start()
+        try:
+            yield
+        finally:
+            stop.set()
 
     def end(self, status: Status, reason: str | None = None) -> None:
         """Terminate the run, recording ``reason`` as its failure."""

@@ -45,10 +45,15 @@ def train(model: NeuralNetClassifier, splits: Splits, snapshot_epochs) -> list[S
 
 
 def history_frame(model: NeuralNetClassifier) -> pd.DataFrame:
-    """The per-epoch curves as a table indexed by epoch (1..n_iter_)."""
+    """The per-epoch curves as a table indexed by epoch (1..n_iter_).
+
+    Only whole epochs: training interrupted while an epoch's values were being appended
+    leaves the curves of unequal length, and the last, partial epoch is left out.
+    """
     curves = {k: v for k, v in getattr(model, "history_", {}).items() if v}
-    index = pd.RangeIndex(1, len(next(iter(curves.values()), [])) + 1, name="epoch")
-    return pd.DataFrame(curves, index=index)
+    epochs = min((len(v) for v in curves.values()), default=0)
+    index = pd.RangeIndex(1, epochs + 1, name="epoch")
+    return pd.DataFrame({k: v[:epochs] for k, v in curves.items()}, index=index)
 
 
 def evaluate(model: NeuralNetClassifier, splits: Splits) -> dict[str, float]:
