@@ -8,9 +8,8 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 EXPERIMENT ?= figure2
 RUN_ID ?=
-# Paths come from conf/paths/default.yaml. The embedded store; $MLFLOW_TRACKING_URI overrides it.
+# Paths come from conf/paths/default.yaml (the one place they are decided).
 PATHS = $(shell $(PY) -m annlab.paths $(1))
-STORE_URI = $(or $(MLFLOW_TRACKING_URI),$(call PATHS,store))
 UI_PORT ?= 5000
 
 .PHONY: help install run sweep ui figures docs reproduce test test-fast bench lint lock clean
@@ -32,12 +31,8 @@ run: $(STAMP)  ## one experiment, default config; Hydra overrides in ARGS='key=v
 sweep: $(STAMP)  ## grid over activation x hidden nodes x learning rate, jobs in parallel
 	$(PY) -m pipelines.run sweep=default $(ARGS)
 
-ui: $(STAMP)  ## MLflow UI over the same store, on 127.0.0.1 only (UI_PORT=5000)
-	@case "$(STORE_URI)" in http*) echo "the store is a server: open $(STORE_URI)"; exit 0;; esac; \
-	echo "MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C stops it)"; \
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-	exec $(VENV)/bin/mlflow ui --backend-store-uri "$(STORE_URI)" --host 127.0.0.1 \
-	  --port $(UI_PORT) --workers 1
+ui: $(STAMP)  ## MLflow UI over the same store, on 127.0.0.1 only (UI_PORT=5000); prints its link
+	$(PY) -m pipelines.ui --port $(UI_PORT)
 
 figures: $(STAMP)  ## rebuild the post's Figures 2 and 3 from conf/experiment/$(EXPERIMENT).yaml
 	$(PY) -m pipelines.figures experiment=$(EXPERIMENT) $(ARGS)

@@ -27,11 +27,14 @@ POST_NAMES = {"boundary": "figure2.gif", "boundary_final": "figure2_final.png",
 def main(cfg: DictConfig) -> None:
     from annlab.network import DivergenceError
     from annlab.pipeline import run_experiment
+    from pipelines.run import name_after_defaults
 
     hc = HydraConfig.get()
     experiment = hc.runtime.choices.get("experiment") or "default"
+    name_after_defaults(cfg)
     try:
-        result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
+        result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir),
+                                entry_point="pipelines/figures.py")
     except (ConfigError, TrackingError, DivergenceError) as err:
         fail(f"error: {err}", err)
     except KeyboardInterrupt as err:

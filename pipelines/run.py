@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import hydra
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -30,6 +31,7 @@ def main(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     if hc.mode == RunMode.MULTIRUN:
         return sweep_job(cfg, hc)
+    name_after_defaults(cfg)
     try:
         result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
     except (ConfigError, TrackingError) as err:
@@ -46,6 +48,12 @@ def main(cfg: DictConfig) -> dict:
           f"  tracked in {result.uri}, experiment {cfg.tracking.experiment!r}; "
           "browse with `make ui`")
     return s
+
+
+def name_after_defaults(cfg: DictConfig) -> None:
+    """Name the run by what differs from the default config (a sweep's names come from its
+    launching process, which knows them all)."""
+    cfg.tracking.run_name = run_name(cfg, compose(config_name="config"))
 
 
 def sweep_job(cfg: DictConfig, hc) -> dict:

@@ -23,15 +23,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from annlab import names, sweep, tracking
-from annlab.config import ConfigError, config_hash, run_name, validate
+from annlab.config import ConfigError, config_hash, run_name, split_sizes, validate
 from annlab.names import Status
 
 SIZE_ENV = "ANNLAB_SWEEP_SIZE"  # set in each job by Hydra (hydra.job.env_set), for progress
 
 
-def expand(arguments: list[str]) -> list[list[str]]:
+def expand(arguments: list[str]) -> tuple[list[list[str]], dict[str, list[str]]]:
     """Each job's overrides: the product of every comma-separated value list (a key given twice
-    keeps its last value, so the command line replaces the sweep config's grid)."""
+    keeps its last value, so the command line replaces the sweep config's grid); and the swept
+    keys with their values."""
     axes: dict[str, list[str]] = {}
     for override in OverridesParser.create().parse_overrides(arguments):
         key = override.get_key_element()
@@ -42,7 +43,9 @@ def expand(arguments: list[str]) -> list[list[str]]:
         else:
             sys.exit(f"error: {override.input_line}: a grid sweeps lists of values "
                      "(key=a,b,c or range(...)), not intervals")
-    return [list(point) for point in itertools.product(*axes.values())]
+    swept = {key: [o.split("=", 1)[1] for o in values] for key, values in axes.items()
+             if len(values) > 1}
+    return [list(point) for point in itertools.product(*axes.values())], swept
 
 
 def _quoted(value: str) -> str:
@@ -51,16 +54,24 @@ def _quoted(value: str) -> str:
 
 def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     config: DictConfig = sweeper.config
-    points = expand(arguments)
+    points, swept = expand(arguments)
     configs = [sweeper.compose(point) for point in points]
     try:
         for cfg in configs:
             validate(cfg)
     except ConfigError as err:
         sys.exit(f"error: {err}")
-    grid = {config_hash(cfg): run_name(cfg) for cfg in configs}
-    if len(grid) < len(configs):
+    hashes = [config_hash(cfg) for cfg in configs]
+    if len(set(hashes)) < len(configs):
         sys.exit("error: the sweep repeats a config; each grid point must differ")
+    baseline = sweeper.compose([])
+    run_names = [run_name(cfg, baseline) for cfg in configs]
+    # A grid over a key that names leave out: tell its runs apart by their config hash.
+    run_names = [f"{n}-{h[:6]}" if run_names.count(n) > 1 else n
+                 for n, h in zip(run_names, hashes)]
+    grid = dict(zip(hashes, run_names))
+    n_val = min(split_sizes(c.data.n_samples, c.data.train_fraction, c.data.val_fraction)[1]
+                for c in configs)
     name = config.tracking.sweep or "grid"
     grid_hash = hashlib.sha256(",".join(sorted(grid)).encode()).hexdigest()[:16]
     parent_name = f"sweep-{name}-{grid_hash[:8]}"
@@ -71,7 +82,8 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     except tracking.TrackingError as err:
         sys.exit(f"error: {err}")
     jobs = [[*point, f"tracking.parent_run_id={parent.run_id}", f"tracking.uri={_quoted(uri)}",
-             f"+hydra.job.env_set.{SIZE_ENV}={len(points)}"] for point in points]
+             f"tracking.run_name={_quoted(label)}", f"+hydra.job.env_set.{SIZE_ENV}={len(points)}"]
+            for point, label in zip(points, run_names)]
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
@@ -80,7 +92,7 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     with tracking.interrupts() as received, parent.heartbeat():
         try:
             returns = sweeper.launch(jobs)
-            summarise(experiment, parent, parent_name, grid, sweep_dir / "summary")
+            summarise(experiment, parent, parent_name, grid, swept, n_val, sweep_dir / "summary")
         except SystemExit:
             raise
         except BaseException as err:  # Ctrl-C, SIGTERM, a launcher that lost its workers
@@ -106,24 +118,26 @@ def _abandon(experiment: tracking.Experiment, parent: tracking.Run, parent_name:
 
 
 def summarise(experiment: tracking.Experiment, parent: tracking.Run, parent_name: str,
-              grid: dict[str, str], out: Path) -> None:
+              grid: dict[str, str], swept: dict[str, list[str]], n_val: int, out: Path) -> None:
     """The children's table and figures onto the parent, which ends FINISHED if every config
     finished, else FAILED naming those that did not."""
     experiment.close_stale_children(parent.run_id, "its job ended without closing the run")
-    table = sweep.summary_table(experiment.children(parent.run_id), grid)
+    table = sweep.summary_table(experiment.children(parent.run_id), grid, list(swept))
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / names.SWEEP_SUMMARY_FILE, index=False)
+    sweep.write_csv(table, out / names.SWEEP_SUMMARY_FILE, n_val)
+    parent.log_params({key: ",".join(values) for key, values in swept.items()})
     parent.log_artifact(out / names.SWEEP_SUMMARY_FILE)
     finished = table[table["status"] == Status.FINISHED]
+    in_order = sweep.grid_order(finished)
     store = experiment.store
     figures = [sweep.plot_heatmaps(table, out / names.SWEEP_FIGURE_FILES["heatmaps"])]
     curves = {r.run_name: store.run(r.run_id).metric_history("val_misclassification")
-              for r in finished.itertuples()}
+              for r in in_order.itertuples()}
     figures.append(sweep.plot_curves(curves, out / names.SWEEP_FIGURE_FILES["curves"]))
     with tempfile.TemporaryDirectory() as tmp:
         finals = {r.run_name: store.run(r.run_id).download(
             f"{names.FIGURES_DIR}/{names.FIGURE_FILES['boundary_final']}", Path(tmp) / r.run_id)
-            for r in finished.itertuples()}
+            for r in in_order.itertuples()}
         if finals:
             figures.append(sweep.tile_images(finals,
                                              out / names.SWEEP_FIGURE_FILES["boundaries"]))
@@ -132,7 +146,8 @@ def summarise(experiment: tracking.Experiment, parent: tracking.Run, parent_name
     if len(finished):
         best = finished.iloc[0]
         parent.log_metrics({names.BEST_VAL_MISCLASSIFICATION: best["val_misclassification"]})
-        parent.set_tags({names.BEST_RUN: best["run_id"]})
+        parent.set_tags({names.BEST_RUN: best["run_id"], names.BEST_RUN_NAME: best["run_name"]})
+    parent.set_note(sweep.describe(parent_name, swept, table))
     failed = table[table["status"] != Status.FINISHED]
     reason = (f"{len(failed)} of {len(table)} configs did not finish: "
               + ", ".join(failed["run_name"])) if len(failed) else None

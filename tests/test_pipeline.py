@@ -53,20 +53,25 @@ def test_a_run_records_everything_design_names(fast_cfg, store_uri, experiment, 
     env_files = {a.path for a in client.list_artifacts(run.info.run_id, "environment")}
     assert ("environment/git.diff" in env_files) == dirty
     assert "environment/environment.json" in env_files
-    files = {a.path for d in ("config", "figures", "data", "model")
+    files = {a.path for d in ("config", "figures", "data")
              for a in client.list_artifacts(run.info.run_id, d)}
     assert {"config/config.yaml", "config/overrides.yaml", "figures/misclassification.png",
-            "figures/boundary.gif", "figures/boundary_final.png", "data/splits.npz",
-            "model/MLmodel"} <= files
+            "figures/boundary.gif", "figures/boundary_final.png", "data/splits.npz"} <= files
     local = Path(client.download_artifacts(run.info.run_id, "figures", str(tmp_path / "dl")))
     assert Image.open(local / "boundary.gif").n_frames == 5
-    model = mlflow.pyfunc.load_model(f"{run.info.artifact_uri}/model")
+    # The model: an MLflow 3 logged model named "model", loaded without unpickling anything.
+    (output,) = run.outputs.model_outputs
+    logged = client.get_logged_model(output.model_id)
+    assert logged.name == "model" and logged.source_run_id == run.info.run_id
+    assert {m.key for m in logged.metrics} >= {"test_accuracy", "train_accuracy"}
+    mlflow.set_tracking_uri(store_uri)  # runs:/ resolves through MLflow's global URI
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     X = np.array([[-1.0, 0.5], [2.0, -0.3]])
     assert list(model.predict(X)) == [0, 1]
     assert model.metadata.signature is not None
-    mlmodel = (Path(client.download_artifacts(run.info.run_id, "model/MLmodel",
-                                              str(tmp_path / "m")))).read_text()
-    assert "annlab.model_io" in mlmodel and "pkl" not in mlmodel
+    stored = Path(logged.artifact_location.removeprefix("file://"))
+    assert "annlab.model_io" in (stored / "MLmodel").read_text()
+    assert sorted(p.name for p in stored.rglob("*") if p.is_file() and "pkl" in p.name) == []
 
 
 def test_a_bad_config_creates_no_run(fast_cfg, store_uri, experiment, tmp_path):
@@ -135,14 +140,15 @@ def test_sigterm_leaves_the_run_killed_with_its_curves_and_says_so_in_one_line(
     assert "SIGTERM" in run.data.tags["annlab.failure"]
     assert proc.returncode == 130
     assert stderr.strip().splitlines() == [
-        f"terminated (SIGTERM): run tanh-h10-lr0.5 ({run.info.run_id}) closed as KILLED"]
+        f"terminated (SIGTERM): run tanh-h10-lr0.5-e200000 ({run.info.run_id}) closed as KILLED"]
     epochs = len(MlflowClient(store_uri).get_metric_history(run.info.run_id, "val_loss"))
     assert epochs > 0 and "annlab.data_hash" in run.data.tags  # what it did is kept
     out = subprocess.run([sys.executable, "-m", "pipelines.reproduce", run.info.run_id,
                           "--uri", store_uri], cwd=REPO, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"identical: 4 curves x {epochs} epochs, data hash, config hash" in out.stdout
+    assert (f"identical: 4 curves x {epochs} epochs, data hash, 3 dataset digests, "
+            "config hash") in out.stdout
 
 
 def test_a_run_killed_with_sigkill_is_closed_the_next_time_the_store_is_opened(

@@ -164,7 +164,7 @@ def test_a_diverged_run_reproduces_up_to_the_same_epoch(fast_cfg, store_uri, tmp
     epoch = info.value.epoch
     assert epoch > 2  # some finite epochs to compare
     assert (f"identical: 4 curves x {epoch - 1} epochs, divergence at epoch {epoch}, "
-            "data hash, config hash") in out.stdout
+            "data hash, 3 dataset digests, config hash") in out.stdout
 
 
 def test_what_cannot_be_reproduced_is_refused_in_one_line(fast_cfg, store_uri, tmp_path):

@@ -66,8 +66,9 @@ def test_one_parent_with_a_child_per_config_and_the_summary(tmp_path, uri):
     assert out.returncode == 0, out.stderr
     (parent,), kids = _split(uri)
     assert len(kids) == 4
-    assert {k.info.run_name for k in kids} == {"tanh-h3-lr0.1", "tanh-h3-lr0.5",
-                                               "relu-h3-lr0.1", "relu-h3-lr0.5"}
+    # Named by what differs from the default config (README: run names).
+    assert {k.info.run_name for k in kids} == {
+        f"{act}-h3-lr{lr}-e8-n120" for act in ("tanh", "relu") for lr in ("0.1", "0.5")}
     for kid in kids:
         assert kid.info.status == "FINISHED"
         assert kid.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -96,10 +97,10 @@ def test_one_parent_with_a_child_per_config_and_the_summary(tmp_path, uri):
 def test_a_failing_config_is_isolated_recorded_and_named(tmp_path, uri):
     out = _sweep(tmp_path, uri, "model.activation=relu", "train.learning_rate=0.1,1e300")
     assert out.returncode != 0
-    assert "relu-h3-lr1e+300" in out.stderr and "did not finish" in out.stderr
+    assert "relu-h3-lr1e+300-e8-n120" in out.stderr and "did not finish" in out.stderr
     (parent,), kids = _split(uri)
     status = {k.info.run_name: k.info.status for k in kids}
-    assert status == {"relu-h3-lr0.1": "FINISHED", "relu-h3-lr1e+300": "FAILED"}
+    assert status == {"relu-h3-lr0.1-e8-n120": "FINISHED", "relu-h3-lr1e+300-e8-n120": "FAILED"}
     failed = next(k for k in kids if k.info.status == "FAILED")
     assert failed.data.tags["annlab.failure"].startswith("diverged at epoch")
     assert parent.info.status == "FAILED"

@@ -47,6 +47,9 @@ class TrainConfig:
 @dataclass
 class PlotConfig:
     frames: int = MISSING  # frames of the boundary animation
+    # Of those, logged as MLflow images by epoch (the UI's slider). 0 in configs recorded before
+    # the key existed: they logged none.
+    image_steps: int = 0
     grid_size: int = MISSING  # probability grid points per axis
     fps: float = MISSING
     width: float = MISSING  # figure size in inches
@@ -60,6 +63,7 @@ class TrackingConfig:
     experiment: str = MISSING
     parent_run_id: str | None = None  # set for sweep jobs; never via MLFLOW_RUN_ID
     sweep: str | None = None  # the sweep's name, tagged on its children
+    run_name: str | None = None  # null: derived from the config (annlab.config.run_name)
 
 
 @dataclass
@@ -189,7 +193,21 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(parameters(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_name(cfg: DictConfig) -> str:
-    """``<activation>-h<hidden>-lr<learning_rate>``, e.g. ``tanh-h10-lr0.1``."""
+# Keys a user varies besides activation, hidden nodes and learning rate, and their name parts.
+NAME_PARTS = {"train.epochs": "e", "train.reg_lambda": "reg", "train.batch_size": "b",
+              "data.n_samples": "n", "data.noise": "noise", "seed": "s"}
+
+
+def run_name(cfg: DictConfig, baseline: DictConfig | None = None) -> str:
+    """``<activation>-h<hidden>-lr<learning_rate>`` (``tanh-h10-lr0.1``), then a part for each
+    key of :data:`NAME_PARTS` whose value differs from ``baseline`` (the default config), in
+    that order: ``tanh-h10-lr0.1-e500-s3``. ``tracking.run_name``, when set, wins."""
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
     hidden = "x".join(map(str, hidden_sizes(cfg.model.hidden_nodes)))
-    return f"{cfg.model.activation}-h{hidden}-lr{cfg.train.learning_rate:g}"
+    name = f"{cfg.model.activation}-h{hidden}-lr{cfg.train.learning_rate:g}"
+    for key, part in NAME_PARTS.items():
+        value = OmegaConf.select(cfg, key)
+        if baseline is not None and value != OmegaConf.select(baseline, key):
+            name += f"-{part}{value:g}" if isinstance(value, float) else f"-{part}{value}"
+    return name

@@ -42,6 +42,17 @@ class Splits:
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
 
+    def by_context(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(features, labels) of each split, by its MLflow dataset context."""
+        return {"train": (self.X_train, self.y_train), "validation": (self.X_val, self.y_val),
+                "test": (self.X_test, self.y_test)}
+
+    def context_digests(self) -> dict[str, str]:
+        """A digest per split, derived from :meth:`digest` (``annlab.data_hash``)."""
+        whole = self.digest()
+        return {context: hashlib.sha256(f"{whole}:{context}".encode()).hexdigest()[:16]
+                for context in self.by_context()}
+
     def save(self, path) -> None:
         np.savez(path, **self.arrays())
 

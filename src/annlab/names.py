@@ -21,6 +21,11 @@ class Status(StrEnum):
 # MLflow's own tags
 PARENT_RUN = "mlflow.parentRunId"
 GIT_COMMIT = "mlflow.source.git.commit"
+SOURCE_NAME = "mlflow.source.name"
+SOURCE_TYPE = "mlflow.source.type"
+USER = "mlflow.user"
+NOTE = "mlflow.note.content"  # the run's description (markdown)
+DATASET_CONTEXT = "mlflow.data.context"
 EXPERIMENT_KIND = "mlflow.experimentKind"
 
 # annlab's run tags
@@ -36,6 +41,7 @@ SWEEP = "annlab.sweep"
 SWEEP_GRID = "annlab.sweep_grid"
 SWEEP_SIZE = "annlab.sweep_size"
 BEST_RUN = "annlab.best_run"
+BEST_RUN_NAME = "annlab.best_run_name"
 REPRODUCES = "annlab.reproduces"
 VERDICT = "annlab.verdict"
 
@@ -48,7 +54,7 @@ DATA_DIR = "data"
 SPLITS_FILE = "splits.npz"
 FIGURES_DIR = "figures"
 MODEL_DIR = "model"
-WEIGHTS_FILE = "model/data/weights.npz"  # inside the logged pyfunc model
+WEIGHTS_FILE = "data/weights.npz"  # inside the logged pyfunc model
 SWEEP_SUMMARY_FILE = "sweep_summary.csv"
 REPORT_FILE = "reproduce/report.txt"
 # Each run's figures, by what they show: Figure 3 of the post, Figure 2 and its last frame.
@@ -56,6 +62,10 @@ FIGURE_FILES = {"misclassification": "misclassification.png", "boundary": "bound
                 "boundary_final": "boundary_final.png"}
 SWEEP_FIGURE_FILES = {"heatmaps": "val_misclassification_heatmaps.png",
                       "curves": "val_curves.png", "boundaries": "boundaries.png"}
+
+# Logged model and images
+MODEL_NAME = "model"  # the run's MLflow 3 logged model: runs:/<run id>/model
+BOUNDARY_IMAGE_KEY = "boundary"  # per-epoch decision boundaries, step = epoch
 
 # Metrics logged once (per-epoch curves are named by annlab.network.HISTORY_KEYS)
 BEST_VAL_MISCLASSIFICATION = "best_val_misclassification"

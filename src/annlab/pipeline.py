@@ -35,17 +35,21 @@ def build_model(cfg: DictConfig) -> NeuralNetClassifier:
 
 
 def make_figures(model: NeuralNetClassifier, snapshots, history, splits: Splits, cfg: DictConfig,
-                 out_dir: Path) -> dict[str, Path]:
-    """Figure 3 and Figure 2 (animation and last frame) into ``out_dir``."""
+                 out_dir: Path) -> tuple[dict[str, Path], dict[int, Path]]:
+    """Figure 3 and Figure 2 (animation and last frame) into ``out_dir``, and ``image_steps``
+    of the animation's frames (epoch -> file) under ``out_dir/steps``."""
     p = cfg.plot
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "steps").mkdir(exist_ok=True)
     files = {key: out_dir / name for key, name in names.FIGURE_FILES.items()}
+    steps = {epoch: out_dir / "steps" / f"{names.BOUNDARY_IMAGE_KEY}-{epoch}.png"
+             for epoch in training.spread((s.epoch for s in snapshots), p.image_steps)}
     size = {"width": p.width, "height": p.height, "dpi": p.dpi}
     plots.plot_misclassification(history, files["misclassification"], **size)
     plots.render_boundary(snapshots, history, model.activation, splits.X_train, splits.y_train,
                           model.classes_, files["boundary"], files["boundary_final"],
-                          grid_size=p.grid_size, fps=p.fps, **size)
-    return files
+                          grid_size=p.grid_size, fps=p.fps, step_paths=steps, **size)
+    return files, steps
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Outcome:
     history: pd.DataFrame | None = None
     scores: dict[str, float] = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)
+    step_images: dict[int, Path] = field(default_factory=dict)  # epoch -> boundary frame
     weights: Path | None = None
     failure: BaseException | None = None
 
@@ -78,8 +83,8 @@ def rebuild(cfg: DictConfig, out_dir: Path) -> Outcome:
                                    training.frame_epochs(cfg.train.epochs, cfg.plot.frames))
         outcome.history = training.history_frame(model)
         outcome.scores = training.evaluate(model, splits)
-        outcome.figures = make_figures(model, snapshots, outcome.history, splits, cfg,
-                                       out_dir / names.FIGURES_DIR)
+        outcome.figures, outcome.step_images = make_figures(
+            model, snapshots, outcome.history, splits, cfg, out_dir / names.FIGURES_DIR)
         outcome.weights = save_weights(model, out_dir / "weights.npz")
     except BaseException as err:
         outcome.history = training.history_frame(model)
@@ -98,8 +103,10 @@ class RunResult:
     skipped: bool = False  # a sweep job whose config already has a FINISHED child
 
 
-def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path) -> RunResult:
-    """Validate, then run and track one config; files go to ``out_dir``.
+def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
+                   entry_point: str = "pipelines/run.py") -> RunResult:
+    """Validate, then run and track one config; files go to ``out_dir``; ``entry_point`` is
+    what the run's Source names.
 
     Raises :class:`annlab.config.ConfigError` before anything is tracked, and re-raises a
     failure inside the run after recording it (FAILED, or KILLED on an interrupt).
@@ -113,29 +120,61 @@ def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path) -> 
                          {k: done.metrics.get(k, float("nan")) for k in training.FINAL_METRICS},
                          skipped=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with experiment.start_run(name, provenance.collect(chash), parent_run_id=parent,
+    with experiment.start_run(name, provenance.collect(chash, entry_point), parent_run_id=parent,
                               sweep=cfg.tracking.sweep) as run:
         run.log_params(flatten(cfg))
         run.log_text(OmegaConf.to_yaml(cfg, resolve=True), names.CONFIG_FILE)
         run.log_text(OmegaConf.to_yaml(list(overrides)), names.OVERRIDES_FILE)
         outcome = rebuild(cfg, out_dir)
-        _record(run, outcome, out_dir)
+        _record(run, cfg, outcome, out_dir)
         if outcome.failure is not None:
             raise outcome.failure
     return RunResult(run.run_id, name, experiment.id, uri, outcome.scores, outcome.figures)
 
 
-def _record(run: tracking.Run, outcome: Outcome, out_dir: Path) -> None:
+def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path) -> None:
     """Everything the outcome holds (a failed one: its data and curves so far)."""
     splits = outcome.splits
     run.set_tags({names.DATA_HASH: splits.digest()})
+    run.log_datasets("make_moons", splits.by_context(), splits.context_digests(),
+                     source={"generator": "sklearn.datasets.make_moons",
+                             **OmegaConf.to_container(cfg.data), "seed": cfg.seed})
     splits.save(out_dir / names.SPLITS_FILE)
     run.log_artifact(out_dir / names.SPLITS_FILE, names.DATA_DIR)
     run.log_history(outcome.history)
+    run.set_note(describe(cfg, run.run_id, outcome))
     if outcome.failure is not None:
         return
-    run.log_metrics(outcome.scores)
     for path in outcome.figures.values():
         run.log_artifact(path, names.FIGURES_DIR)
+    run.log_images(names.BOUNDARY_IMAGE_KEY, outcome.step_images)
     X = splits.X_train[:5]
-    run.log_model(outcome.weights, X, outcome.model.predict(X))
+    run.log_model(outcome.weights, X, outcome.model.predict(X), outcome.scores)
+
+
+def describe(cfg: DictConfig, run_id: str, outcome: Outcome) -> str:
+    """The run's description (markdown): what it is, its settings, how it ended, and the
+    command that reproduces it."""
+    d, t = cfg.data, cfg.train
+    layers = "-".join(map(str, (2, *hidden_sizes(cfg.model.hidden_nodes), 2)))
+    n_train, n_val, n_test = (len(y) for _, y in outcome.splits.by_context().values())
+    batch = "full-batch" if t.batch_size is None else f"mini-batch ({t.batch_size})"
+    lines = [
+        f"A {layers} network ({cfg.model.activation} hidden layers, softmax output) trained by "
+        f"{batch} gradient descent on scikit-learn's make_moons.", "",
+        "| setting | value |", "| --- | --- |",
+        f"| learning rate | {t.learning_rate:g} |", f"| L2 (reg_lambda) | {t.reg_lambda:g} |",
+        f"| epochs | {t.epochs} |",
+        f"| data | {d.n_samples} samples, noise {d.noise:g}: {n_train}/{n_val}/{n_test} "
+        "train/validation/test |", f"| seed | {cfg.seed} |", ""]
+    if cfg.tracking.sweep:
+        lines += [f"One configuration of the sweep `{cfg.tracking.sweep}`.", ""]
+    if outcome.failure is None:
+        s = outcome.scores
+        lines.append(f"Test accuracy **{s['test_accuracy']:.3f}** (training "
+                     f"{s['train_accuracy']:.3f}, validation {s['val_accuracy']:.3f}).")
+    else:
+        reason = outcome.failure or "interrupted"
+        lines.append(f"Stopped after {len(outcome.history)} epochs: {reason}.")
+    lines += ["", f"Reproduce and compare everything: `make reproduce RUN_ID={run_id}`"]
+    return "\n".join(lines)

@@ -11,6 +11,7 @@ colour table, overlaid by that canvas and titled with Pillow.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,8 +138,12 @@ class BoundaryRenderer:
 def render_boundary(snapshots: list[Snapshot], history: pd.DataFrame, activation: str,
                     X: np.ndarray, y: np.ndarray, classes: np.ndarray, gif_path: Path,
                     final_path: Path, *, grid_size: int, fps: float, width: float,
-                    height: float, dpi: int) -> tuple[Path, Path]:
-    """Figure 2: the training sample over the shaded class regions, animated over epochs."""
+                    height: float, dpi: int, step_paths: Mapping[int, Path] | None = None
+                    ) -> tuple[Path, Path]:
+    """Figure 2: the training sample over the shaded class regions, animated over epochs.
+
+    ``step_paths`` (epoch -> path) also saves those epochs' frames as PNG files.
+    """
     extent = plot_extent(X)
     renderer = BoundaryRenderer(X, y, classes, extent, width, height, dpi)
     probs = probability_grids(snapshots, activation, extent, grid_size)
@@ -149,6 +154,9 @@ def render_boundary(snapshots: list[Snapshot], history: pd.DataFrame, activation
         for s, p in zip(snapshots, probs)
     ]
     frames[-1].save(final_path, optimize=False)
+    for s, frame in zip(snapshots, frames):
+        if s.epoch in (step_paths or {}):
+            frame.save(step_paths[s.epoch], optimize=False)
     # One palette for the whole animation, from its first and last frames; mapping each frame
     # onto it is ~30x faster than quantising every frame and keeps colours steady.
     both = Image.new("RGB", (frames[0].width, 2 * frames[0].height))

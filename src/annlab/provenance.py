@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
@@ -35,6 +36,8 @@ class Provenance:
     """What a tracked run records about its origin (tracking turns it into tags and files)."""
 
     config_hash: str
+    entry_point: str  # what made it, e.g. pipelines/run.py
+    user: str
     git: GitState
     lock_hash: str | None
     platform: dict
@@ -78,6 +81,13 @@ class ProcessId:
         return self.boot == _boot_id() and self.started == _started(self.pid)
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a name (containers)
+        return str(os.getuid())
+
+
 def _boot_id() -> str:
     return _read("/proc/sys/kernel/random/boot_id").strip()
 
@@ -87,8 +97,8 @@ def _started(pid: int) -> str:
     return stat.rsplit(")", 1)[-1].split()[19] if stat else ""
 
 
-def collect(config_hash: str) -> Provenance:
-    return Provenance(config_hash, git_state(), file_hash(LOCK_FILE),
+def collect(config_hash: str, entry_point: str) -> Provenance:
+    return Provenance(config_hash, entry_point, _user(), git_state(), file_hash(LOCK_FILE),
                       platform_info(), package_versions())
 
 

@@ -113,6 +113,7 @@ class Recorded:
     run: tracking.Run
     record: tracking.Record
     cfg: DictConfig
+    config_hash: str  # of the config file as recorded
     environment: dict
     curves: dict[str, pd.Series]
     files: Path  # where its artifacts are downloaded
@@ -153,9 +154,10 @@ def load_recorded(store: tracking.Store, run_id: str, scratch: Path) -> Recorded
         raise tracking.TrackingError(f"{what} was made by annlab but its "
                                      f"{names.CONFIG_FILE} or {names.ENVIRONMENT_FILE} artifact "
                                      "is missing (deleted?); it cannot be rerun") from err
+    recorded_cfg = OmegaConf.load(config_file)
     # Where files go is this checkout's business, whatever the recording machine had.
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(config_file),
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), recorded_cfg,
                               {"paths": OmegaConf.to_container(default_paths())})
     except OmegaConfBaseException as err:
         raise tracking.TrackingError(f"{what}: its recorded {names.CONFIG_FILE} does not fit "
@@ -163,7 +165,7 @@ def load_recorded(store: tracking.Store, run_id: str, scratch: Path) -> Recorded
                                      ) from err
     validate(cfg)
     curves = {key: run.metric_history(key) for key in HISTORY_KEYS}
-    return Recorded(run, record, cfg, environment, curves, files)
+    return Recorded(run, record, cfg, config_hash(recorded_cfg), environment, curves, files)
 
 
 # -- the checks ------------------------------------------------------------------------------
@@ -174,10 +176,9 @@ Check = Callable[[Recorded, Outcome, bool], "tuple[str, list[str]] | None"]
 
 
 def check_config_hash(rec: Recorded, out: Outcome, tolerant: bool):
-    now = config_hash(rec.cfg)
-    diff = [] if rec.record.config_hash == now else [
-        f"config hash: recorded {rec.record.config_hash}, recorded config hashes to {now} "
-        "(config artifact altered?)"]
+    diff = [] if rec.record.config_hash == rec.config_hash else [
+        f"config hash: recorded {rec.record.config_hash}, recorded config hashes to "
+        f"{rec.config_hash} (config artifact altered?)"]
     return "config hash", diff
 
 
@@ -188,6 +189,16 @@ def check_data_hash(rec: Recorded, out: Outcome, tolerant: bool):
     diff = [] if rec.record.data_hash == now else [
         f"data hash: recorded {rec.record.data_hash}, reproduced {now}"]
     return "data hash", diff
+
+
+def check_datasets(rec: Recorded, out: Outcome, tolerant: bool):
+    if not rec.record.datasets:
+        return None  # recorded before datasets were logged, or died first
+    now = out.splits.context_digests()
+    diff = [f"dataset {context}: recorded digest {digest}, reproduced {now.get(context)}"
+            for context, digest in sorted(rec.record.datasets.items())
+            if now.get(context) != digest]
+    return f"{len(rec.record.datasets)} dataset digests", diff
 
 
 def check_curves(rec: Recorded, out: Outcome, tolerant: bool):
@@ -233,7 +244,7 @@ def check_final_metrics(rec: Recorded, out: Outcome, tolerant: bool):
 def check_weights(rec: Recorded, out: Outcome, tolerant: bool):
     if not rec.finished:
         return None
-    recorded = load_weights(rec.artifact(names.WEIGHTS_FILE))
+    recorded = load_weights(rec.run.download_model_file(names.WEIGHTS_FILE, rec.files / "model"))
     model = out.model
     diffs = []
     for i, (a, b) in enumerate(zip(recorded.coefs_ + recorded.intercepts_,
@@ -254,8 +265,28 @@ def check_figures(rec: Recorded, out: Outcome, tolerant: bool):
     return f"{len(out.figures)} figures' bytes", diffs
 
 
+def check_step_images(rec: Recorded, out: Outcome, tolerant: bool):
+    """The per-epoch boundary images, by key and step, by pixels (MLflow re-encodes them)."""
+    recorded = rec.run.images(names.BOUNDARY_IMAGE_KEY, rec.files / "images")
+    if not rec.finished or not (recorded or out.step_images):
+        return None
+    diffs = []
+    if sorted(recorded) != sorted(out.step_images):
+        diffs.append(f"{names.BOUNDARY_IMAGE_KEY} images: recorded steps {sorted(recorded)}, "
+                     f"reproduced {sorted(out.step_images)}")
+    for step in sorted(set(recorded) & set(out.step_images)):
+        a, b = _frames(recorded[step]), _frames(out.step_images[step])
+        share = np.mean([np.any(x != y, axis=-1).mean() if x.shape == y.shape else 1.0
+                         for x, y in zip(a, b)])
+        if share > (PIXEL_TOLERANCE if tolerant else 0):
+            diffs.append(f"{names.BOUNDARY_IMAGE_KEY} image at step {step}: {share:.2%} of "
+                         "pixels differ")
+    return f"{len(recorded)} boundary images' pixels", diffs
+
+
 CHECKS: tuple[Check, ...] = (check_curves, check_divergence, check_final_metrics, check_weights,
-                             check_data_hash, check_config_hash, check_figures)
+                             check_data_hash, check_datasets, check_config_hash, check_figures,
+                             check_step_images)
 
 
 def reproduce(uri: str, run_id: str) -> Report:

@@ -80,6 +80,8 @@ RULES = (
     *(Rule(f"data.{split}_fraction", None, lambda v: is_number(v) and 0 < v < 1,
            "a fraction strictly between 0 and 1") for split in ("train", "val", "test")),
     Rule("plot.frames", None, _int_in(1, MAX_FRAMES), f"an integer from 1 to {MAX_FRAMES:,}"),
+    Rule("plot.image_steps", None, _int_in(0, MAX_FRAMES),
+         f"an integer from 0 (none) to {MAX_FRAMES:,}"),
     Rule("plot.grid_size", None, _int_in(2, MAX_GRID), f"an integer from 2 to {MAX_GRID:,}"),
     Rule("plot.fps", None, _number_in(0, 100, low_open=True), "a number > 0, up to 100"),
     Rule("plot.dpi", None, _number_in(1, MAX_DPI), f"a number from 1 to {MAX_DPI}"),

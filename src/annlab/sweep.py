@@ -1,7 +1,13 @@
-"""What a sweep adds to its runs: the table of its children and the figures that compare them."""
+"""What a sweep adds to its runs: the table of its children and the figures that compare them.
+
+Tables and figures list configs in the grid's own order (activation, then hidden nodes and
+learning rate as numbers: h2, h5, h10), never as text.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,57 +20,91 @@ from annlab.names import Status
 if TYPE_CHECKING:
     from annlab.tracking import Record
 
-COLUMNS = ["run_name", "status", "model.activation", "model.hidden_nodes",
-           "train.learning_rate", "train_accuracy", "val_accuracy", "test_accuracy",
-           "val_misclassification", "failure", "run_id", "config_hash"]
+AXES = ("model.activation", "model.hidden_nodes", "train.learning_rate")  # the heatmaps' axes
+SCORES = ("val_misclassification", "val_accuracy", "train_accuracy", "test_accuracy")
+TAIL = ("status", "run_name", "failure", "run_id", "config_hash")
 
 
-def summary_table(runs: list[Record], grid: dict[str, str]) -> pd.DataFrame:
+def order_key(value: str):
+    """A param's text as something that sorts numerically: "10" > "5", "[10, 5]" as a list."""
+    try:
+        parsed = json.loads(value)
+    except (TypeError, ValueError):
+        return (1, str(value))
+    if isinstance(parsed, list):
+        return (0, tuple(parsed))
+    return (0, (parsed,)) if isinstance(parsed, int | float) else (1, str(value))
+
+
+def summary_table(runs: list[Record], grid: dict[str, str], keys: list[str]) -> pd.DataFrame:
     """One row per config of the grid (config hash -> run name): its FINISHED child if any,
-    else its latest attempt, else a MISSING row. Children of other grids are left out."""
+    else its latest attempt, else a MISSING row; children of other grids are left out.
+
+    Columns: the swept ``keys`` first, then the scores, then status, names and ids. Rows:
+    best validation score first.
+    """
+    keys = list(dict.fromkeys([*AXES, *keys]))
     rows = []
     for chash, name in grid.items():
-        attempts = [r for r in runs if r.config_hash == chash]
-        attempts.sort(key=lambda r: (r.status == Status.FINISHED, r.start_time))
+        attempts = sorted((r for r in runs if r.config_hash == chash),
+                          key=lambda r: (r.status == Status.FINISHED, r.start_time))
         if not attempts:
             rows.append({"run_name": name, "status": "MISSING", "config_hash": chash})
             continue
         r = attempts[-1]
-        rows.append({
-            "run_name": r.run_name, "status": r.status, "run_id": r.run_id,
-            "config_hash": chash, **{k: r.params.get(k) for k in COLUMNS if "." in k},
-            **{k: r.metrics.get(k) for k in ("train_accuracy", "val_accuracy", "test_accuracy",
-                                              "val_misclassification")},
-            "failure": r.failure,
-        })
-    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    return table.sort_values(["val_misclassification", "run_name"], na_position="last",
-                             ignore_index=True)
+        rows.append({**{k: r.params.get(k) for k in keys},
+                     **{k: r.metrics.get(k) for k in SCORES},
+                     "status": r.status, "run_name": r.run_name, "failure": r.failure,
+                     "run_id": r.run_id, "config_hash": chash})
+    table = pd.DataFrame(rows).reindex(columns=[*keys, *SCORES, *TAIL])
+    table["_order"] = [tuple(order_key(v) for v in row) for row in table[keys].values]
+    table = table.sort_values(["val_misclassification", "_order"], na_position="last")
+    return table.drop(columns="_order").reset_index(drop=True)
+
+
+def write_csv(table: pd.DataFrame, path: Path, n_val: int) -> Path:
+    """The table as CSV, scores rounded to what ``n_val`` validation samples resolve: the
+    fewest decimals that keep every fraction k/n_val apart (10^-d < 1/n_val)."""
+    digits = int(math.floor(math.log10(max(n_val, 1)))) + 1
+    table.round({score: digits for score in SCORES}).to_csv(path, index=False)
+    return path
+
+
+def grid_order(table: pd.DataFrame) -> pd.DataFrame:
+    """The table's rows in the grid's order (activation, hidden nodes, learning rate)."""
+    order = [tuple(order_key(v) for v in row) for row in table[list(AXES)].values]
+    return table.iloc[sorted(range(len(table)), key=order.__getitem__)]
 
 
 def plot_heatmaps(table: pd.DataFrame, path: Path) -> Path:
     """Final validation misclassification, hidden nodes x learning rate, one panel per
-    activation; failed or missing configs are left blank and marked."""
+    activation (the best over any other swept key); failed or missing configs are marked.
+    Sized by the grid, every label inside the image."""
     from matplotlib.figure import Figure
 
     from annlab.plots import PNG_METADATA
 
-    acts = sorted(table["model.activation"].dropna().unique())
-    hidden = sorted(table["model.hidden_nodes"].dropna().unique(), key=_numeric)
-    rates = sorted(table["train.learning_rate"].dropna().unique(), key=float)
-    fig = Figure(figsize=(4.2 * max(len(acts), 1), 3.6), dpi=90)
+    ran = table.dropna(subset=list(AXES))
+    acts = list(dict.fromkeys(grid_order(ran)["model.activation"]))
+    hidden = sorted(ran["model.hidden_nodes"].unique(), key=order_key)
+    rates = sorted(ran["train.learning_rate"].unique(), key=order_key)
+    others = [k for k in table.columns[:list(table.columns).index(SCORES[0])]
+              if k not in AXES and table[k].nunique() > 1]
+    panel_w, panel_h = 1.2 + 0.75 * max(len(rates), 2), 1.3 + 0.45 * max(len(hidden), 2)
+    fig = Figure(figsize=(panel_w * max(len(acts), 1) + 1.3, panel_h + 0.4), dpi=90,
+                 layout="constrained")
     axes = fig.subplots(1, max(len(acts), 1), squeeze=False)[0]
     if not acts:  # no config has params to place (none ran)
         axes[0].set_axis_off()
         axes[0].text(0.5, 0.5, "no configuration ran", ha="center", va="center")
     for ax, act in zip(axes, acts):
-        sub = table[table["model.activation"] == act]
-        grid = np.full((len(hidden), len(rates)), np.nan)
-        for _, row in sub.iterrows():
-            grid[hidden.index(row["model.hidden_nodes"]),
-                 rates.index(row["train.learning_rate"])] = row["val_misclassification"]
-        image = ax.imshow(grid, cmap="viridis_r", vmin=0, vmax=0.5, origin="lower")
-        for (i, j), value in np.ndenumerate(grid):
+        cells = np.full((len(hidden), len(rates)), np.nan)
+        for (h, lr), group in ran[ran["model.activation"] == act].groupby(
+                ["model.hidden_nodes", "train.learning_rate"]):
+            cells[hidden.index(h), rates.index(lr)] = group["val_misclassification"].min()
+        image = ax.imshow(cells, cmap="viridis_r", vmin=0, vmax=0.5, origin="lower",
+                          aspect="auto")
+        for (i, j), value in np.ndenumerate(cells):
             ax.text(j, i, "failed" if np.isnan(value) else f"{value:.3f}", ha="center",
                     va="center", color="white" if np.isnan(value) or value > 0.25 else "black",
                     fontsize=8)
@@ -72,42 +112,40 @@ def plot_heatmaps(table: pd.DataFrame, path: Path) -> Path:
                xticks=range(len(rates)), xticklabels=rates, yticks=range(len(hidden)),
                yticklabels=hidden)
     if acts:
-        fig.colorbar(image, ax=list(axes), label="final validation misclassification")
+        label = "final validation misclassification"
+        if others:
+            label += f"\n(best over {', '.join(others)})"
+        fig.colorbar(image, ax=list(axes), label=label, shrink=0.9)
     fig.savefig(path, metadata=PNG_METADATA)
     return path
 
 
-def _numeric(text: str):
-    return [int(t) for t in str(text).strip("[]").split(",")]
-
-
 def plot_curves(curves: dict[str, pd.Series], path: Path) -> Path:
-    """Every child's validation misclassification per epoch, overlaid."""
+    """Every child's validation misclassification per epoch, overlaid, in the given order."""
     from matplotlib.figure import Figure
 
     from annlab.plots import PNG_METADATA
 
-    fig = Figure(figsize=(7.5, 4.8), dpi=90)
+    fig = Figure(figsize=(7.5, 4.8), dpi=90, layout="constrained")
     ax = fig.add_subplot()
-    for name, curve in sorted(curves.items()):
+    for name, curve in curves.items():
         ax.plot(curve.index, curve.values, lw=1, label=name)
     ax.set(xlabel="epoch", ylabel="validation misclassification", ylim=(0, None),
            title="Validation curves of every configuration")
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize=6, ncol=2, loc="upper right")
-    fig.tight_layout()
     fig.savefig(path, metadata=PNG_METADATA)
     return path
 
 
 def tile_images(images: dict[str, Path], path: Path, columns: int = 3,
                 tile_width: int = 320) -> Path:
-    """The children's final decision boundaries side by side, each labelled with its run."""
-    names = sorted(images)
+    """The children's final decision boundaries side by side (in the given order), each
+    labelled with its run."""
     tiles = []
-    for name in names:
-        img = Image.open(images[name]).convert("RGB")
+    for name, file in images.items():
+        img = Image.open(file).convert("RGB")
         img = img.resize((tile_width, round(img.height * tile_width / img.width)),
                          Image.Resampling.LANCZOS)
         ImageDraw.Draw(img).text((6, 4), name, fill="black")
@@ -120,3 +158,23 @@ def tile_images(images: dict[str, Path], path: Path, columns: int = 3,
         sheet.paste(tile, ((k % columns) * tile_width, (k // columns) * height))
     sheet.save(path, optimize=False)
     return path
+
+
+def describe(name: str, grid: dict[str, list[str]], table: pd.DataFrame) -> str:
+    """The sweep parent's description (markdown): its grid, its best config, how to resume."""
+    size = len(table)
+    lines = [f"Sweep `{name}`: {size} configurations, every combination of", "",
+             "| key | values |", "| --- | --- |"]
+    lines += [f"| `{key}` | {', '.join(values)} |" for key, values in grid.items()]
+    finished = table[table["status"] == Status.FINISHED]
+    lines.append("")
+    if len(finished):
+        best = finished.iloc[0]
+        lines.append(f"Best: **{best['run_name']}**, validation misclassification "
+                     f"{best['val_misclassification']:g} (test accuracy "
+                     f"{best['test_accuracy']:g}); reproduce it with "
+                     f"`make reproduce RUN_ID={best['run_id']}`.")
+    lines.append(f"{len(finished)} of {size} finished. `sweep_summary.csv` has every "
+                 "configuration; the figures compare them. Rerunning the same `make sweep` "
+                 "runs only what is missing.")
+    return "\n".join(lines)

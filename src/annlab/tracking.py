@@ -112,12 +112,19 @@ class Record:
     params: dict[str, str]
     metrics: dict[str, float]
     tags: dict[str, str]
+    datasets: dict[str, str]  # context (train, validation, test) -> digest
+    model_ids: tuple[str, ...]  # its logged models
 
     @classmethod
     def of(cls, run) -> Record:
+        inputs = run.inputs.dataset_inputs if run.inputs else []
+        datasets = {t.value: d.dataset.digest for d in inputs for t in d.tags
+                    if t.key == names.DATASET_CONTEXT}
+        outputs = run.outputs.model_outputs if run.outputs else []
         return cls(run.info.run_id, run.info.run_name, Status(run.info.status),
                    run.info.experiment_id, run.info.start_time, dict(run.data.params),
-                   dict(run.data.metrics), dict(run.data.tags))
+                   dict(run.data.metrics), dict(run.data.tags), datasets,
+                   tuple(o.model_id for o in outputs))
 
     config_hash = property(lambda self: self.tags.get(names.CONFIG_HASH))
     data_hash = property(lambda self: self.tags.get(names.DATA_HASH))
@@ -292,6 +299,8 @@ class Experiment:
         all_tags = dict(tags or {})
         if provenance is not None:
             all_tags |= {names.CONFIG_HASH: provenance.config_hash,
+                         names.SOURCE_NAME: provenance.entry_point,
+                         names.SOURCE_TYPE: "LOCAL", names.USER: provenance.user,
                          names.GIT_COMMIT: provenance.git.commit,
                          names.GIT_DIRTY: provenance.git.dirty,
                          names.LOCK_HASH: provenance.lock_hash,
@@ -435,19 +444,74 @@ class Run:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def log_model(self, weights: Path, input_example, output_example) -> None:
-        """An MLflow pyfunc model whose only data is the ``.npz`` weights (nothing pickled)."""
-        import mlflow.pyfunc
-        from mlflow.models import infer_signature
+    def set_note(self, markdown: str) -> None:
+        """The run's description, shown on its page in the UI."""
+        self.set_tags({names.NOTE: markdown})
 
+    def log_datasets(self, name: str, splits: Mapping[str, tuple], digests: Mapping[str, str],
+                     source: Mapping[str, object]) -> None:
+        """Each split as an MLflow dataset input, its context the split's name (the UI's
+        Dataset column and filter); ``source`` says how to make the data again."""
+        from mlflow.data import from_numpy
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = []
+        for context, (X, y) in splits.items():
+            data = from_numpy(X, source=CodeDatasetSource(dict(source)), targets=y, name=name,
+                              digest=digests[context])
+            inputs.append(DatasetInput(Dataset(**data.to_dict()),
+                                       [InputTag(names.DATASET_CONTEXT, context)]))
+        self.client.log_inputs(self.run_id, datasets=inputs)
+
+    def log_model(self, weights: Path, input_example, output_example,
+                  metrics: Mapping[str, float]) -> str:
+        """The run's MLflow 3 logged model (the UI's Models tab; ``runs:/<id>/model``), a
+        pyfunc model whose only data is the ``.npz`` weights (nothing pickled), with the run's
+        final ``metrics`` linked to it. Returns its model id."""
+        import mlflow.pyfunc
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model, infer_signature
+
+        record = self.record()
+        model = self.client.create_logged_model(
+            record.experiment_id, names.MODEL_NAME, source_run_id=self.run_id,
+            params=record.params, model_type="annlab.NeuralNetClassifier")
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / names.MODEL_DIR
+            path = Path(tmp) / names.MODEL_NAME
             mlflow.pyfunc.save_model(
                 path, loader_module="annlab.model_io", data_path=str(weights),
                 signature=infer_signature(input_example, output_example),
                 input_example=input_example,
-                pip_requirements=["annlab", "numpy", "scikit-learn", "scipy"])
-            self.client.log_artifacts(self.run_id, str(path), names.MODEL_DIR)
+                pip_requirements=["annlab", "numpy", "scikit-learn", "scipy"],
+                mlflow_model=Model(artifact_path=model.artifact_location,
+                                   model_uuid=model.model_id, run_id=self.run_id,
+                                   model_id=model.model_id))
+            self.client.log_model_artifacts(model.model_id, str(path))
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[
+            Metric(k, float(v), now, 0, model_id=model.model_id) for k, v in metrics.items()])
+        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        return model.model_id
+
+    def log_images(self, key: str, images: Mapping[int, Path]) -> None:
+        """Images by step (MLflow's image charts: one slider over the steps of many runs)."""
+        from PIL import Image
+
+        for step, path in images.items():
+            with Image.open(path) as image:
+                self.client.log_image(self.run_id, image.convert("RGB"), key=key, step=step)
+
+    def images(self, key: str, dst: Path) -> dict[int, Path]:
+        """The full-size images logged under ``key``, by step (their file names carry MLflow's
+        own time stamps and ids, so they are found by key and step)."""
+        found = {}
+        for entry in self.client.list_artifacts(self.run_id, "images"):
+            parts = Path(entry.path).name.split("+")
+            if parts[0] == key and len(parts) >= 4 and entry.path.endswith(".png"):
+                found[int(parts[2])] = self.download(entry.path, dst)
+        return found
 
     def metric_history(self, key: str) -> pd.Series:
         """A metric by step; where a step was logged more than once, its latest value."""
@@ -480,6 +544,23 @@ class Run:
             yield
         finally:
             stop.set()
+
+    def download_model_file(self, path: str, dst: Path) -> Path:
+        """A file of the run's logged model. (Through the model's own artifact location:
+        MLflow 3.17 resolves ``runs:/<id>/model`` only against the global tracking URI.)"""
+        from mlflow.artifacts import download_artifacts
+
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            (model_id, *_) = self.record().model_ids or (None,)
+            if model_id is None:
+                raise TrackingError(f"run {self.run_id} has no logged model")
+            location = self.client.get_logged_model(model_id).artifact_location
+            return Path(download_artifacts(f"{location}/{path}", dst_path=str(dst),
+                                           tracking_uri=self.store.uri))
+        except (MlflowException, OSError) as err:
+            raise TrackingError(f"run {self.run_id}: cannot read {path} of its model: "
+                                f"{first_line(err)}") from err
 
     def end(self, status: Status, reason: str | None = None) -> None:
         """Terminate the run, recording ``reason`` as its failure."""

@@ -25,6 +25,15 @@ def frame_epochs(epochs: int, frames: int) -> np.ndarray:
     return np.unique(np.linspace(1, epochs, min(frames, epochs)).round().astype(int))
 
 
+def spread(epochs, count: int) -> list[int]:
+    """``count`` of ``epochs`` (sorted) spread evenly, first and last included."""
+    epochs = list(epochs)
+    if count <= 0 or not epochs:
+        return []
+    picks = np.unique(np.linspace(0, len(epochs) - 1, min(count, len(epochs))).round())
+    return [int(epochs[int(i)]) for i in picks]
+
+
 def train(model: NeuralNetClassifier, splits: Splits, snapshot_epochs) -> list[Snapshot]:
     """Fit ``model`` on the training split, validating every epoch; keep weight snapshots.
 
