@@ -12,7 +12,7 @@ RUN_ID ?=
 PATHS = $(shell $(PY) -m annlab.paths $(1))
 UI_PORT ?= 5000
 
-.PHONY: help install run sweep ui figures docs reproduce test test-fast bench lint lock clean
+.PHONY: help install run sweep tune ui figures docs reproduce test test-fast bench lint lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ run: $(STAMP)  ## one experiment, default config; Hydra overrides in ARGS='key=v
 
 sweep: $(STAMP)  ## grid over activation x hidden nodes x learning rate, jobs in parallel
 	$(PY) -m pipelines.run sweep=default $(ARGS)
+
+tune: $(STAMP)  ## an Optuna study over conf/tune/default.yaml's space, pruning from the curves
+	$(PY) -m pipelines.run tune=default $(ARGS)
 
 ui: $(STAMP)  ## MLflow UI over the same store, on 127.0.0.1 only (UI_PORT=5000); prints its link
 	$(PY) -m pipelines.ui --port $(UI_PORT)

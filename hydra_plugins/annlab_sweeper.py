@@ -24,7 +24,14 @@ class GridSweeperConf:
     params: dict[str, str] | None = None  # key -> comma-separated values
 
 
+@dataclass
+class TuneSweeperConf:
+    _target_: str = "hydra_plugins.annlab_sweeper.TuneSweeper"
+
+
 ConfigStore.instance().store(group="hydra/sweeper", name="annlab_grid", node=GridSweeperConf,
+                             provider="annlab")
+ConfigStore.instance().store(group="hydra/sweeper", name="annlab_tune", node=TuneSweeperConf,
                              provider="annlab")
 
 
@@ -58,3 +65,13 @@ class GridSweeper(Sweeper):
         from pipelines.sweep import run_grid
 
         return run_grid(self, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
+
+
+class TuneSweeper(GridSweeper):
+    """An Optuna study through ask-and-tell: the search space is ``tune.space`` in the config
+    (see :mod:`pipelines.tune`); the command line's overrides set the other keys."""
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from pipelines.tune import run_study
+
+        return run_study(self, arguments)

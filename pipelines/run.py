@@ -57,14 +57,23 @@ def name_after_defaults(cfg: DictConfig) -> None:
 
 
 def sweep_job(cfg: DictConfig, hc) -> dict:
-    """One config of a sweep: a failure is recorded and reported, and the sweep goes on."""
+    """One config of a sweep, or one trial of a study: a failure is recorded and reported,
+    and the sweep goes on."""
     from annlab.pipeline import run_experiment
     from pipelines.sweep import SIZE_ENV
 
     start, label = time.perf_counter(), run_name(cfg)
     progress = f"[{hc.job.num + 1}/{os.environ.get(SIZE_ENV, '?')}] {label:<20}"
+    trial = cfg.get("tune") is not None and cfg.tune.trial_id is not None
     try:
-        result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
+        stop = None
+        if trial:
+            from annlab import tune
+
+            stop = tune.Reporter(cfg.tune, cfg.tune.storage)
+        result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir),
+                                entry_point="pipelines/tune.py" if trial else "pipelines/run.py",
+                                stop=stop)
     except Exception as err:  # recorded as FAILED by the run itself; the sweep goes on
         print(f"{progress} FAILED  {err}", flush=True)
         return {"status": Status.FAILED, "error": str(err)}
@@ -72,10 +81,12 @@ def sweep_job(cfg: DictConfig, hc) -> dict:
         print(f"{progress} KILLED  {getattr(err, 'reason', 'interrupted')}", flush=True)
         raise
     seconds = time.perf_counter() - start
-    state = "already done" if result.skipped else "finished"
+    state = ("already done" if result.skipped else "finished" if result.stopped_at is None
+             else f"pruned@{result.stopped_at}")
     print(f"{progress} {state:<12} val accuracy {result.scores['val_accuracy']:.3f}  "
           f"{seconds:5.1f} s", flush=True)
-    return {"status": Status.FINISHED, **result.scores}
+    return {"status": Status.FINISHED, **result.scores, "run_id": result.run_id,
+            "value": 1.0 - result.scores["val_accuracy"], "pruned_at": result.stopped_at}
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def expand(arguments: list[str]) -> tuple[list[list[str]], dict[str, list[str]]]
     return [list(point) for point in itertools.product(*axes.values())], swept
 
 
-def _quoted(value: str) -> str:
+def quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -78,11 +78,13 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     uri = tracking.resolve_uri(config.tracking.uri, config.paths.store)
     try:
         experiment = tracking.open(uri, config.tracking.experiment)
-        parent, resumed = experiment.open_sweep_parent(name, grid_hash, parent_name, len(points))
+        parent, resumed = experiment.parent_run(
+            {names.SWEEP: name, names.SWEEP_GRID: grid_hash}, parent_name,
+            {names.SWEEP_SIZE: str(len(points))})
     except tracking.TrackingError as err:
         sys.exit(f"error: {err}")
-    jobs = [[*point, f"tracking.parent_run_id={parent.run_id}", f"tracking.uri={_quoted(uri)}",
-             f"tracking.run_name={_quoted(label)}", f"+hydra.job.env_set.{SIZE_ENV}={len(points)}"]
+    jobs = [[*point, f"tracking.parent_run_id={parent.run_id}", f"tracking.uri={quoted(uri)}",
+             f"tracking.run_name={quoted(label)}", f"+hydra.job.env_set.{SIZE_ENV}={len(points)}"]
             for point, label in zip(points, run_names)]
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)

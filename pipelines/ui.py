@@ -67,12 +67,13 @@ def main(argv: list[str] | None = None) -> int:
             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_until_up(base, proc, timeout=90)
-        print(f"MLflow UI: {runs_link(base, experiment.id)}\n"
-              f"  (experiment {args.experiment!r}; Ctrl-C stops it; its log is {log})",
-              flush=True)
-        proc.wait()
-        return proc.returncode
+        with tracking.interrupts():  # SIGTERM too: the UI's processes must stop with us
+            wait_until_up(base, proc, timeout=90)
+            print(f"MLflow UI: {runs_link(base, experiment.id)}\n"
+                  f"  (experiment {args.experiment!r}; Ctrl-C stops it; its log is {log})",
+                  flush=True)
+            proc.wait()
+            return proc.returncode
     except RuntimeError as err:
         fail(f"error: {err} (port {args.port} in use? try `make ui UI_PORT=5001`; its log: "
              f"{log})", err, code=1)
@@ -81,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,17 @@ def ui(tmp_path_factory, compose_cfg):
         yield {"link": link.removeprefix("MLflow UI: "), "base": f"http://127.0.0.1:{port}",
                "run": run, "uri": uri}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)  # make ui stops the UI it started
         proc.wait(timeout=60)
+        deadline = time.monotonic() + 20
+        while _listening(port) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _listening(port), "make ui left the MLflow UI running"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _api(ui, endpoint, **params):

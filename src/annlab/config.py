@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pandas as pd
@@ -67,6 +67,38 @@ class TrackingConfig:
 
 
 @dataclass
+class SpaceParam:
+    """One key of a search space: categorical (choices), int or float (low..high, log)."""
+
+    type: str = MISSING  # categorical | int | float
+    choices: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+
+
+@dataclass
+class PrunerConfig:
+    name: str = MISSING  # median | successive_halving
+    warmup_epochs: int = MISSING  # no trial is pruned before this epoch
+    reduction_factor: int = 3  # successive halving keeps 1 in reduction_factor per rung
+
+
+@dataclass
+class TuneConfig:
+    study: str = MISSING  # the study's name: the same name and storage resume and share it
+    storage: str | None = None  # Optuna's database; null: paths.study_store
+    n_trials: int = MISSING  # the study's total, over every worker and rerun
+    seed: int = MISSING  # the sampler's
+    sampler: str = MISSING  # tpe | random
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    report_every: int = MISSING  # epochs between reports of the validation curve
+    space: dict[str, SpaceParam] = field(default_factory=dict)
+    trial: int | None = None  # set for each trial's job by the study
+    trial_id: int | None = None
+
+
+@dataclass
 class Config:
     seed: int = MISSING
     data: DataConfig = field(default_factory=DataConfig)
@@ -75,10 +107,14 @@ class Config:
     plot: PlotConfig = field(default_factory=PlotConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: dict[str, str] = field(default_factory=dict)  # conf/paths: name -> path
+    tune: TuneConfig | None = None  # `make tune` (tune=default) only
 
 
-# Where a run is tracked and where files go: neither a parameter nor part of the config hash.
-NOT_PARAMETERS = ("tracking", "paths")
+# Where a run is tracked, where files go and how a study drives it: no parameter, not part of
+# the config hash.
+NOT_PARAMETERS = ("tracking", "paths", "tune")
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "plot": PlotConfig,
+            "tracking": TrackingConfig, "tune": TuneConfig}
 
 
 class ConfigError(ValueError):
@@ -106,11 +142,9 @@ def _plain(value: Any) -> Any:
 
 def _unknown_key(cfg: DictConfig) -> ConfigError | None:
     """A key the schema does not have (Hydra's ``+key=value`` adds one), if any."""
-    sections = {f.name: f.default_factory for f in fields(Config)
-                if is_dataclass(f.default_factory)}
     places = [("", cfg, [f.name for f in fields(Config)])]
     places += [(f"{name}.", cfg[name], [f.name for f in fields(section)])
-               for name, section in sections.items() if name in cfg]
+               for name, section in SECTIONS.items() if cfg.get(name) is not None]
     for prefix, node, known in places:
         for key in node:
             if key not in known:

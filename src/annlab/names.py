@@ -42,6 +42,10 @@ SWEEP_GRID = "annlab.sweep_grid"
 SWEEP_SIZE = "annlab.sweep_size"
 BEST_RUN = "annlab.best_run"
 BEST_RUN_NAME = "annlab.best_run_name"
+STUDY = "annlab.study"  # a tuning study's parent run: the study's name
+STUDY_STORAGE = "annlab.study_storage"  # where the Optuna study lives
+TRIAL = "annlab.trial"  # a trial's child run: the trial's number
+PRUNED_AT = "annlab.pruned_at"  # a pruned trial: the last epoch it trained (it ends FINISHED)
 REPRODUCES = "annlab.reproduces"
 VERDICT = "annlab.verdict"
 
@@ -56,6 +60,7 @@ FIGURES_DIR = "figures"
 MODEL_DIR = "model"
 WEIGHTS_FILE = "data/weights.npz"  # inside the logged pyfunc model
 SWEEP_SUMMARY_FILE = "sweep_summary.csv"
+TRIALS_FILE = "trials.csv"
 REPORT_FILE = "reproduce/report.txt"
 # Each run's figures, by what they show: Figure 3 of the post, Figure 2 and its last frame.
 FIGURE_FILES = {"misclassification": "misclassification.png", "boundary": "boundary.gif",

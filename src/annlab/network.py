@@ -133,7 +133,8 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
         """Train from a fresh initialisation for ``epochs`` epochs.
 
         ``eval_set=(X_val, y_val)`` adds validation loss and misclassification to
-        ``history_`` at every epoch; ``callback(model)`` runs after every epoch.
+        ``history_`` at every epoch; ``callback(model)`` runs after every epoch, and training
+        stops early (a tuning study pruning it, say) when it returns True.
         """
         X, y = validate_data(self, X, y, dtype=np.float64, reset=True)
         check_classification_targets(y)
@@ -230,8 +231,8 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
                     h["val_misclassification"].append(
                         np.count_nonzero(val_logp.argmax(1) != val_idx) / len(val_idx)
                     )
-                if callback is not None:
-                    callback(self)
+                if callback is not None and callback(self):
+                    break
         return self
 
     def _step(self, acts, logp, Y):

@@ -69,9 +69,16 @@ class Outcome:
     weights: Path | None = None
     failure: BaseException | None = None
 
+    @property
+    def stopped_at(self) -> int | None:
+        """The last epoch trained when ``stop`` ended training early, else None."""
+        epochs = len(self.history) if self.history is not None else 0
+        return epochs if self.failure is None and epochs < self.model.epochs else None
 
-def rebuild(cfg: DictConfig, out_dir: Path) -> Outcome:
-    """Data, model, training, scores, figures and weights of ``cfg``, files under ``out_dir``.
+
+def rebuild(cfg: DictConfig, out_dir: Path, stop=None) -> Outcome:
+    """Data, model, training, scores, figures and weights of ``cfg``, files under ``out_dir``;
+    ``stop(model)`` may end training early (see :func:`annlab.training.train`).
 
     A failure after the data stage (divergence, an interrupt) is returned in
     ``Outcome.failure``, never swallowed: every caller re-raises it once it has what it needs.
@@ -80,7 +87,8 @@ def rebuild(cfg: DictConfig, out_dir: Path) -> Outcome:
     model, splits = outcome.model, outcome.splits
     try:
         snapshots = training.train(model, splits,
-                                   training.frame_epochs(cfg.train.epochs, cfg.plot.frames))
+                                   training.frame_epochs(cfg.train.epochs, cfg.plot.frames),
+                                   stop)
         outcome.history = training.history_frame(model)
         outcome.scores = training.evaluate(model, splits)
         outcome.figures, outcome.step_images = make_figures(
@@ -101,12 +109,14 @@ class RunResult:
     scores: dict[str, float]
     figures: dict[str, Path] = field(default_factory=dict)
     skipped: bool = False  # a sweep job whose config already has a FINISHED child
+    stopped_at: int | None = None  # the last epoch, when stopped early (pruned)
 
 
 def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
-                   entry_point: str = "pipelines/run.py") -> RunResult:
+                   entry_point: str = "pipelines/run.py", stop=None) -> RunResult:
     """Validate, then run and track one config; files go to ``out_dir``; ``entry_point`` is
-    what the run's Source names.
+    what the run's Source names; ``stop`` may end training early (a study pruning a trial:
+    the run still ends FINISHED, tagged with the last epoch it trained).
 
     Raises :class:`annlab.config.ConfigError` before anything is tracked, and re-raises a
     failure inside the run after recording it (FAILED, or KILLED on an interrupt).
@@ -120,16 +130,19 @@ def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
                          {k: done.metrics.get(k, float("nan")) for k in training.FINAL_METRICS},
                          skipped=True)
     out_dir.mkdir(parents=True, exist_ok=True)
+    trial = {names.STUDY: cfg.tune.study, names.TRIAL: cfg.tune.trial} if (
+        cfg.get("tune") is not None and cfg.tune.trial is not None) else {}
     with experiment.start_run(name, provenance.collect(chash, entry_point), parent_run_id=parent,
-                              sweep=cfg.tracking.sweep) as run:
+                              sweep=cfg.tracking.sweep, tags=trial) as run:
         run.log_params(flatten(cfg))
         run.log_text(OmegaConf.to_yaml(cfg, resolve=True), names.CONFIG_FILE)
         run.log_text(OmegaConf.to_yaml(list(overrides)), names.OVERRIDES_FILE)
-        outcome = rebuild(cfg, out_dir)
+        outcome = rebuild(cfg, out_dir, stop)
         _record(run, cfg, outcome, out_dir)
         if outcome.failure is not None:
             raise outcome.failure
-    return RunResult(run.run_id, name, experiment.id, uri, outcome.scores, outcome.figures)
+    return RunResult(run.run_id, name, experiment.id, uri, outcome.scores, outcome.figures,
+                     stopped_at=outcome.stopped_at)
 
 
 def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path) -> None:
@@ -142,6 +155,8 @@ def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path)
     splits.save(out_dir / names.SPLITS_FILE)
     run.log_artifact(out_dir / names.SPLITS_FILE, names.DATA_DIR)
     run.log_history(outcome.history)
+    if outcome.stopped_at is not None:
+        run.set_tags({names.PRUNED_AT: outcome.stopped_at})
     run.set_note(describe(cfg, run.run_id, outcome))
     if outcome.failure is not None:
         return
@@ -169,6 +184,12 @@ def describe(cfg: DictConfig, run_id: str, outcome: Outcome) -> str:
         "train/validation/test |", f"| seed | {cfg.seed} |", ""]
     if cfg.tracking.sweep:
         lines += [f"One configuration of the sweep `{cfg.tracking.sweep}`.", ""]
+    if cfg.get("tune") is not None and cfg.tune.trial is not None:
+        lines += [f"Trial {cfg.tune.trial} of the tuning study `{cfg.tune.study}`.", ""]
+    if outcome.stopped_at is not None:
+        lines += [f"Pruned by the study after {outcome.stopped_at} epochs (its validation "
+                  "curve trailed the other trials'); scores and figures are those of that "
+                  "epoch.", ""]
     if outcome.failure is None:
         s = outcome.scores
         lines.append(f"Test accuracy **{s['test_accuracy']:.3f}** (training "

@@ -12,7 +12,6 @@ run is refused: it may still be writing.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import tempfile
@@ -207,8 +206,6 @@ def check_curves(rec: Recorded, out: Outcome, tolerant: bool):
     diffs = []
     for key, recorded in rec.curves.items():
         reproduced = out.history[key] if key in out.history else pd.Series(dtype=float)
-        if not rec.finished and not rec.diverged:  # interrupted: its epochs so far
-            reproduced = reproduced.iloc[:len(recorded)]
         if diff := compare_curve(key, recorded, reproduced, tolerant):
             diffs.append(diff)
     return f"{len(rec.curves)} curves x {rec.epochs} epochs", diffs
@@ -299,19 +296,23 @@ def reproduce(uri: str, run_id: str) -> Report:
         report = Report(run_id, rec.record.run_name, rec.record.experiment_id,
                         tolerant=rec.record.platform != here)
         _warn_environment(report, rec, here)
-        cfg = rec.cfg
+        last = None  # the epoch the recorded run stopped at, when it did not train them all
         if not rec.finished and not rec.diverged:
             report.warnings.append(
                 f"the run ended {rec.record.status} ({rec.record.failure or 'no reason'}) after "
                 f"{rec.epochs} epochs: only those epochs' curves and the hashes are compared; it "
                 "has no final metrics, weights or figures")
-            cfg = copy.deepcopy(cfg)
-            cfg.train.epochs = max(rec.epochs, 1)  # the same first epochs, without the rest
+            last = max(rec.epochs, 1)
         elif rec.diverged:
             report.warnings.append(
                 f"the run failed ({rec.record.failure}): its curves up to the divergence and "
                 "the epoch it diverged at are compared")
-        outcome = rebuild(cfg, scratch / "rerun")
+        elif rec.record.pruned_at is not None:
+            report.warnings.append(f"the trial was pruned after {rec.record.pruned_at} epochs: "
+                                   "rerun to that epoch")
+            last = rec.record.pruned_at
+        outcome = rebuild(rec.cfg, scratch / "rerun",
+                          stop=None if last is None else lambda m: m.n_iter_ >= last)
         if outcome.failure is not None and not isinstance(outcome.failure, DivergenceError):
             raise outcome.failure
         for check in CHECKS:

@@ -38,6 +38,7 @@ from annlab.names import Status
 from annlab.provenance import ProcessId, Provenance
 
 EXPERIMENT_TAGS = {names.EXPERIMENT_KIND: "custom_model_development"}
+file_lock = ExclusiveFileLock  # MLflow's flock-based lock, for other stores' first creation
 # Quiet by default: MLflow's INFO lines (schema creation, signature checks) are not for users.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 
@@ -134,12 +135,15 @@ class Record:
     git_dirty = property(lambda self: self.tags.get(names.GIT_DIRTY) == "True")
     lock_hash = property(lambda self: self.tags.get(names.LOCK_HASH))
     platform = property(lambda self: self.tags.get(names.PLATFORM))
+    pruned_at = property(lambda self: int(self.tags[names.PRUNED_AT])
+                         if names.PRUNED_AT in self.tags else None)
 
 
 # -- the store -------------------------------------------------------------------------------
 
 STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 HEARTBEAT_SECONDS = 60
+SHARED = "shared"  # annlab.process of a run that several processes write (a study's parent)
 STALE_AFTER_SECONDS = 10 * HEARTBEAT_SECONDS  # a run on another machine silent this long died
 
 
@@ -181,7 +185,7 @@ def _open_sqlite(db: Path, uri: str) -> None:
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
         if not db.exists():
-            with ExclusiveFileLock(f"{db}.lock"):
+            with file_lock(f"{db}.lock"):
                 if not db.exists():
                     tmp = db.with_name(f".{db.name}.{os.getpid()}.new")
                     try:
@@ -343,17 +347,20 @@ class Experiment:
         crashed, or on a machine that has been silent for STALE_AFTER_SECONDS."""
         now, dead = time.time(), []
         for record in self.search(f"attributes.status = '{Status.RUNNING}'"):
-            process = ProcessId.parse(record.tags.get(names.PROCESS, ""))
-            if process is None:  # not written by annlab: nothing to tell by
+            writer = record.tags.get(names.PROCESS)
+            if writer is None:  # not written by annlab: nothing to tell by
                 continue
-            alive = process.alive()
-            if alive is None:  # another machine: judge by its heartbeat
+            process = ProcessId.parse(writer)
+            alive = process.alive() if process is not None else None
+            if alive is None:  # another machine, or shared by several: judge by the heartbeat
                 alive = now - float(record.tags.get(names.HEARTBEAT) or 0) < STALE_AFTER_SECONDS
             if not alive:
+                who = (f"its process (pid {process.pid} on {process.host})" if process
+                       else "the processes writing it")
                 Run(self.store, record.run_id).end(
-                    Status.KILLED, f"its process (pid {process.pid} on {process.host}) ended "
-                    "without closing the run: killed with SIGKILL, crashed, or its machine was "
-                    "lost; closed the next time annlab opened the store")
+                    Status.KILLED, f"{who} ended without closing the run: killed with SIGKILL, "
+                    "crashed, or its machine was lost; closed the next time annlab opened the "
+                    "store")
                 dead.append(record)
         if dead:
             print(f"note: closed {len(dead)} run(s) left RUNNING by a process that is gone, as "
@@ -361,25 +368,21 @@ class Experiment:
                   file=sys.stderr)
         return dead
 
-    def open_sweep_parent(self, name: str, grid_hash: str, run_name: str, size: int
-                          ) -> tuple[Run, bool]:
-        """The sweep's parent run: the earlier one of the same name and grid if there is one
-        (it is resumed, set RUNNING again), else a new one. Returns (run, resumed)."""
-        found = [r for r in self.search(f"tags.`{names.SWEEP_GRID}` = '{grid_hash}' and "
-                                        f"tags.`{names.SWEEP}` = '{name}'")
-                 if r.parent_run_id is None]
+    def parent_run(self, key: Mapping[str, str], run_name: str,
+                   tags: Mapping[str, str] | None = None) -> tuple[Run, bool]:
+        """A sweep's or a study's parent run: the latest top-level run whose tags match
+        ``key`` (resumed: set RUNNING again, its failure cleared), else a new one with ``key``
+        and ``tags``. Returns (run, resumed)."""
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in key.items())
+        found = [r for r in self.search(query) if r.parent_run_id is None]
         client = self.store.client
         if found:
             latest = max(found, key=lambda r: r.start_time)
-            client.update_run(latest.run_id, status=Status.RUNNING)
-            if latest.failure is not None:
-                client.delete_tag(latest.run_id, names.FAILURE)
             parent = Run(self.store, latest.run_id)
-            parent.set_tags(_liveness_tags())
+            parent.resume()
             return parent, True
         info = client.create_run(self.id, run_name=run_name, tags={
-            names.SWEEP: name, names.SWEEP_GRID: grid_hash, names.SWEEP_SIZE: str(size),
-            **_liveness_tags()}).info
+            **key, **(tags or {}), **_liveness_tags()}).info
         return Run(self.store, info.run_id), False
 
     def children(self, parent_run_id: str) -> list[Record]:
@@ -544,6 +547,19 @@ class Run:
             yield
         finally:
             stop.set()
+
+    def resume(self) -> None:
+        """RUNNING again, written by this process (a resumed sweep or study)."""
+        record = self.record()
+        self.client.update_run(self.run_id, status=Status.RUNNING)
+        if record.failure is not None:
+            self.client.delete_tag(self.run_id, names.FAILURE)
+        self.set_tags(_liveness_tags())
+
+    def share(self) -> None:
+        """Leave the run RUNNING for other processes to finish (a study's other workers): it
+        no longer names this process, so only a silent heartbeat can close it."""
+        self.set_tags({names.PROCESS: SHARED})
 
     def download_model_file(self, path: str, dst: Path) -> Path:
         """A file of the run's logged model. (Through the model's own artifact location:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,22 +35,31 @@ def spread(epochs, count: int) -> list[int]:
     return [int(epochs[int(i)]) for i in picks]
 
 
-def train(model: NeuralNetClassifier, splits: Splits, snapshot_epochs) -> list[Snapshot]:
+def train(model: NeuralNetClassifier, splits: Splits, snapshot_epochs,
+          stop: Callable[[NeuralNetClassifier], bool] | None = None) -> list[Snapshot]:
     """Fit ``model`` on the training split, validating every epoch; keep weight snapshots.
 
+    ``stop(model)``, asked after every epoch, ends training early when it returns True; the
+    last epoch trained then gets a snapshot too, so the figures cover every epoch trained.
     The per-epoch curves stay on the model (``model.history_``), so whoever called this still
     has them when training diverges part way.
     """
     wanted = set(int(e) for e in snapshot_epochs)
     snapshots: list[Snapshot] = []
 
-    def keep(m: NeuralNetClassifier) -> None:
+    def snapshot(m: NeuralNetClassifier) -> None:
+        snapshots.append(Snapshot(m.n_iter_, [W.copy() for W in m.coefs_],
+                                  [b.copy() for b in m.intercepts_]))
+
+    def after_epoch(m: NeuralNetClassifier) -> bool:
         if m.n_iter_ in wanted:
-            snapshots.append(Snapshot(m.n_iter_, [W.copy() for W in m.coefs_],
-                                      [b.copy() for b in m.intercepts_]))
+            snapshot(m)
+        return stop is not None and stop(m)
 
     model.fit(splits.X_train, splits.y_train, eval_set=(splits.X_val, splits.y_val),
-              callback=keep)
+              callback=after_epoch)
+    if not snapshots or snapshots[-1].epoch != model.n_iter_:  # stopped early
+        snapshot(model)
     return snapshots
 
 
