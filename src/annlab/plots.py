@@ -74,8 +74,9 @@ def probability_grids(snapshots: list[Snapshot], activation: str, extent, grid_s
     for start in range(0, len(snapshots), chunk):
         part = snapshots[start : start + chunk]
         coefs = [np.stack(ws) for ws in zip(*(s.coefs for s in part))]
-        intercepts = [np.stack(bs)[:, None, :] for bs in zip(*(s.intercepts for s in part))]
-        out.append(np.exp(forward(grid, coefs, intercepts, activation)[1]))
+        intercepts = [np.stack(bs) for bs in zip(*(s.intercepts for s in part))]
+        with np.errstate(over="ignore"):  # exp overflowing in tanh/sigmoid: an exact limit
+            out.append(np.exp(forward(grid, coefs, intercepts, activation)[1]))
     probs = np.concatenate(out)
     return probs.reshape(len(snapshots), grid_size, grid_size, -1)
 
