@@ -145,7 +145,7 @@ def bench_gif() -> None:
             FuncAnimation(fig, draw, frames=len(snapshots)).save(
                 out / "b.gif", writer=PillowWriter(fps=10))
 
-        report("gif: 100 frames vs FuncAnimation", best_of(ours, 3), best_of(baseline, 1), 0.2)
+        report("gif: 100 frames vs FuncAnimation", *best_of_pair(ours, baseline, 3), 0.03)
 
 
 def bench_sweep() -> None:

@@ -44,14 +44,16 @@ def log_softmax(z):
 # layout cost more than the matrix products themselves. The bias trick: a layer is one matrix
 # L = [W; b] of shape (n_in + 1, n_out), and every layer input ends with a column of ones, so
 # a @ L is a @ W + b in one product, and one product gives both gradients.
-def _ones_last(batch_shape, n, width):
+def _ones_last(batch_shape, n, width, dtype):
     """A column-major (..., n, width + 1) array whose last column is ones (the bias's input)."""
-    return np.ones((*batch_shape, width + 1, n)).mT
+    a = np.empty((*batch_shape, width + 1, n), dtype)
+    a[..., -1, :] = 1.0
+    return a.mT
 
 
 def _with_ones(X):
     """The first layer's input: X with a column of ones appended, column-major."""
-    X1 = _ones_last((), *X.shape)
+    X1 = _ones_last((), *X.shape, X.dtype)
     X1[:, :-1] = X
     return X1
 
@@ -67,7 +69,7 @@ def _forward(X1, layers, activation, out=None):
     f = ACTIVATIONS[activation]
     acts = [X1]
     for i, L in enumerate(layers[:-1]):
-        a = out[0][i + 1] if out else _ones_last(L.shape[:-2], X1.shape[-2], L.shape[-1])
+        a = out[0][i + 1] if out else _ones_last(L.shape[:-2], X1.shape[-2], L.shape[-1], L.dtype)
         f(_affine(acts[-1], L, a[..., :-1]))
         acts.append(a)
     return acts, log_softmax(_affine(acts[-1], layers[-1], out[1] if out else None))
