@@ -34,7 +34,7 @@ BOUNDARY_RGB = (40, 40, 40)
 PNG_METADATA = {"Software": None}  # no version string: bytes depend on pixels only
 SHADE_LEVELS = 10  # probability bands, as contourf draws them; flat bands also compress well
 MAX_CHUNK_ELEMENTS = 500_000  # bounds the batched grid evaluation (memory, cache)
-FRAMES_PER_PASS = 10  # frames computed together, from probabilities to palette indices
+FRAMES_PER_PASS = 5  # frames computed together, from probabilities to palette indices
 
 
 def plot_misclassification(history: pd.DataFrame, path: Path, width: float, height: float,
@@ -236,9 +236,9 @@ def render_boundary(snapshots: list[Snapshot], history: pd.DataFrame, activation
     both.paste(first, (0, 0))
     both.paste(final, (0, first.height))
     indexed = renderer.indexer(both.quantize(256))
-    frames = [frame for i in range(0, len(snapshots), FRAMES_PER_PASS)
+    frames = (frame for i in range(0, len(snapshots), FRAMES_PER_PASS)  # made as Pillow asks
               for frame in indexed(codes(snapshots[i : i + FRAMES_PER_PASS]),
-                                   titles[i : i + FRAMES_PER_PASS])]
-    frames[0].save(gif_path, save_all=True, append_images=frames[1:], loop=0,
-                   duration=round(1000 / fps), optimize=False)
+                                   titles[i : i + FRAMES_PER_PASS]))
+    next(frames).save(gif_path, save_all=True, append_images=frames, loop=0,
+                      duration=round(1000 / fps), optimize=False)
     return gif_path, final_path
