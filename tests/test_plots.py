@@ -54,7 +54,7 @@ def test_each_gif_frame_shows_its_own_snapshot_and_the_last_is_the_png(trained, 
     renderer = plots.BoundaryRenderer(splits.X_train, splits.y_train, model.classes_, extent,
                                       4, 3, 50)
     probs = plots.probability_grids(snapshots, model.activation, extent, 30)
-    drawn = [np.asarray(renderer.frame(p, ""), dtype=float) for p in probs]
+    drawn = [np.asarray(renderer.frame(code, ""), dtype=float) for code in renderer.codes(probs)]
     for k, frame in enumerate(frames):  # frame k is closest to snapshot k's field
         distances = [np.abs(frame - d).mean() for d in drawn]
         assert int(np.argmin(distances)) == k, distances

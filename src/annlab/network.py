@@ -35,33 +35,59 @@ class DivergenceError(FloatingPointError):
 
 def log_softmax(z):
     """Row-wise log-softmax, in place, with the max shift (log-sum-exp): no exp overflows."""
-    z -= z.max(axis=-1, keepdims=True)
-    z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    z -= np.maximum.reduce(z, axis=-1, keepdims=True)
+    lse = np.add.reduce(np.exp(z), axis=-1, keepdims=True)
+    z -= np.log(lse, out=lse)
     return z
 
 
 # Layout: every (n_samples, width) array below is column-major, i.e. the transpose of a
-# C-ordered (width, n_samples) array, computed as (W^T a^T)^T. Per-unit bias adds and the
-# per-sample softmax reductions then run along contiguous memory: the small-width broadcasts
-# and reductions of the row-major layout cost more than the matrix products themselves.
-def _dense(a, W, b):
-    """``a @ W + b`` (column-major result)."""
-    z = (W.mT @ a.mT).mT
-    z += b
-    return z
+# C-ordered (width, n_samples) array, computed as (L^T a^T)^T. Per-sample softmax reductions
+# then run along contiguous memory: the small-width broadcasts and reductions of the row-major
+# layout cost more than the matrix products themselves. The bias trick: a layer is one matrix
+# L = [W; b] of shape (n_in + 1, n_out), and every layer input ends with a column of ones, so
+# a @ L is a @ W + b in one product, and one product gives both gradients.
+def _ones_last(batch_shape, n, width, dtype):
+    """A column-major (..., n, width + 1) array whose last column is ones (the bias's input)."""
+    a = np.empty((*batch_shape, width + 1, n), dtype)
+    a[..., -1, :] = 1.0
+    return a.mT
+
+
+def _with_ones(X):
+    """The first layer's input: X with a column of ones appended, column-major."""
+    X1 = _ones_last((), *X.shape, X.dtype)
+    X1[:, :-1] = X
+    return X1
+
+
+def _affine(a, L, out=None):
+    """``a @ L`` (column-major result), written into ``out`` when given."""
+    return np.matmul(L.mT, a.mT, out=None if out is None else out.mT).mT
+
+
+def _forward(X1, layers, activation, out=None):
+    """:func:`forward` for inputs with their column of ones and layers [W; b]. ``out``: a
+    previous result for the same X1, whose arrays are reused (overwritten)."""
+    f = ACTIVATIONS[activation]
+    acts = [X1]
+    for i, L in enumerate(layers[:-1]):
+        a = out[0][i + 1] if out else _ones_last(L.shape[:-2], X1.shape[-2], L.shape[-1], L.dtype)
+        f(_affine(acts[-1], L, a[..., :-1]))
+        acts.append(a)
+    return acts, log_softmax(_affine(acts[-1], layers[-1], out[1] if out else None))
 
 
 def forward(X, coefs, intercepts, activation):
-    """Return the layer inputs ``[X, a_1, ..., a_L]`` and the output log-probabilities.
+    """Return the layer inputs ``[X, a_1, ..., a_L]``, each with a trailing column of ones, and
+    the output log-probabilities.
 
     Also evaluates a stack of networks at once: weights of shape (F, n_in, n_out) and biases of
-    shape (F, 1, n_out) give outputs of shape (F, n, K).
+    shape (F, n_out) give outputs of shape (F, n, K). Exp may overflow (in tanh and sigmoid, to
+    their exact limits): callers choose the floating-point error state.
     """
-    f = ACTIVATIONS[activation]
-    acts = [X]
-    for W, b in zip(coefs[:-1], intercepts[:-1]):
-        acts.append(f(_dense(acts[-1], W, b)))
-    return acts, log_softmax(_dense(acts[-1], coefs[-1], intercepts[-1]))
+    layers = [np.concatenate((W, b[..., None, :]), axis=-2) for W, b in zip(coefs, intercepts)]
+    return _forward(_with_ones(X), layers, activation)
 
 
 def loss(logp, Y, coefs, reg_lambda):
@@ -73,22 +99,29 @@ def loss(logp, Y, coefs, reg_lambda):
 
 
 def gradients(acts, logp, Y, coefs, activation, reg_lambda):
-    """Gradients of :func:`loss` w.r.t. every weight matrix and bias vector (Y one-hot)."""
+    """Gradients of :func:`loss` w.r.t. every weight matrix and bias vector (Y one-hot), from
+    :func:`forward`'s ``acts`` and ``logp`` (which they consume: both are overwritten)."""
+    grads = _gradients(acts, logp, Y, coefs, activation, reg_lambda)
+    return [G[:-1] for G in grads], [G[-1] for G in grads]
+
+
+def _gradients(acts, logp, Y, coefs, activation, reg_lambda, scale=1.0, out=None):
+    """:func:`gradients` times ``scale``, one (n_in + 1, n_out) matrix [dW; db] per layer, into
+    ``out`` when given. With the ones columns of ``acts``, one product gives both."""
     n = len(Y)
     derivative = DERIVATIVES[activation]
-    delta = np.exp(logp)  # dLoss/dz at the output layer: (P - Y) / n
+    delta = np.exp(logp, out=logp)  # dLoss/dz at the output layer, (P - Y) / n, times scale
     delta -= Y
-    delta /= n
-    grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
+    delta *= scale / n
+    grads = out or [None] * len(coefs)
     for i in range(len(coefs) - 1, -1, -1):
-        grad_W[i] = acts[i].T @ delta
+        grads[i] = np.matmul(acts[i].T, delta, out=grads[i])
         if reg_lambda:
-            grad_W[i] += (reg_lambda / n) * coefs[i]
-        grad_b[i] = delta.sum(axis=0)
+            grads[i][:-1] += (scale * reg_lambda / n) * coefs[i]
         if i:  # back through layer i's weights and the activation that produced acts[i]
             delta = (coefs[i] @ delta.T).T
-            delta *= derivative(acts[i])
-    return grad_W, grad_b
+            delta *= derivative(acts[i][:, :-1])
+    return grads
 
 
 class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
@@ -153,7 +186,9 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        return np.exp(forward(X, self.coefs_, self.intercepts_, self.activation)[1])
+        with np.errstate(over="ignore"):
+            logp = forward(X, self.coefs_, self.intercepts_, self.activation)[1]
+        return np.exp(logp, out=logp)
 
     def predict(self, X):
         proba = self.predict_proba(X)
@@ -202,23 +237,29 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
             X_val = validate_data(self, eval_set[0], dtype=np.float64, reset=False)
             val_idx = self._encode(np.asarray(eval_set[1]))
             Y_val = np.asfortranarray(np.eye(len(self.classes_))[val_idx])
-        coefs, intercepts = self.coefs_, self.intercepts_
-        act, lam = self.activation, self.reg_lambda
+            X1_val = _with_ones(X_val)
+        # One matrix [W; b] per layer; coefs_ and intercepts_ become views of them.
+        layers = [np.vstack((W, b)) for W, b in zip(self.coefs_, self.intercepts_)]
+        self.coefs_, self.intercepts_ = [L[:-1] for L in layers], [L[-1] for L in layers]
+        grads = [np.empty_like(L) for L in layers]
+        X1 = _with_ones(X)
+        coefs, act, lam = self.coefs_, self.activation, self.reg_lambda
         n, batch = len(X), self.batch_size
         full_batch = batch is None or batch >= n
         h = self.history_
-        acts, logp = forward(X, coefs, intercepts, act)
+        acts, logp = _forward(X1, layers, act)
+        val = None
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for _ in range(n_epochs):
                 if full_batch:
-                    self._step(acts, logp, Y)
+                    self._step(acts, logp, Y, layers, grads)
                 else:
                     order = self._rng.permutation(n)
                     for start in range(0, n, batch):
                         rows = order[start : start + batch]
-                        self._step(*forward(X[rows], coefs, intercepts, act), Y[rows])
+                        self._step(*_forward(X1[rows], layers, act), Y[rows], layers, grads)
                 # The post-update pass gives this epoch's metrics and the next epoch's gradient.
-                acts, logp = forward(X, coefs, intercepts, act)
+                acts, logp = _forward(X1, layers, act, out=(acts, logp))
                 self.n_iter_ += 1
                 train_loss = loss(logp, Y, coefs, lam)
                 if not math.isfinite(train_loss):
@@ -226,23 +267,18 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
                 h["train_loss"].append(float(train_loss))
                 h["train_misclassification"].append(np.count_nonzero(logp.argmax(1) != y_idx) / n)
                 if eval_set is not None:
-                    val_logp = forward(X_val, coefs, intercepts, act)[1]
-                    h["val_loss"].append(float(loss(val_logp, Y_val, coefs, lam)))
+                    val = _forward(X1_val, layers, act, out=val)
+                    h["val_loss"].append(float(loss(val[1], Y_val, coefs, lam)))
                     h["val_misclassification"].append(
-                        np.count_nonzero(val_logp.argmax(1) != val_idx) / len(val_idx)
+                        np.count_nonzero(val[1].argmax(1) != val_idx) / len(val_idx)
                     )
                 if callback is not None and callback(self):
                     break
         return self
 
-    def _step(self, acts, logp, Y):
+    def _step(self, acts, logp, Y, layers, grads):
         """One gradient-descent update, in place."""
-        grad_W, grad_b = gradients(
-            acts, logp, Y, self.coefs_, self.activation, self.reg_lambda
-        )
-        for W, b, gW, gb in zip(self.coefs_, self.intercepts_, grad_W, grad_b):
-            gW *= self.learning_rate  # the gradients are ours: scale them in place
-            gb *= self.learning_rate
-            W -= gW
-            b -= gb
-
+        _gradients(acts, logp, Y, self.coefs_, self.activation, self.reg_lambda,
+                   self.learning_rate, out=grads)
+        for L, G in zip(layers, grads):
+            L -= G
