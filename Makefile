@@ -19,7 +19,7 @@ help:  ## list the targets
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
@@ -59,8 +59,10 @@ lint: $(STAMP)  ## ruff
 
 lock:  ## re-resolve requirements.lock from pyproject.toml (needs the registry)
 	rm -rf /tmp/annlab-lock && $(PYTHON) -m venv /tmp/annlab-lock
-	/tmp/annlab-lock/bin/pip install --quiet --disable-pip-version-check '.[dev]'
-	{ sed -n '1,2p' requirements.lock; /tmp/annlab-lock/bin/pip freeze --exclude-editable \
+	/tmp/annlab-lock/bin/pip install --quiet --disable-pip-version-check '.[dev,cluster]'
+	@# joblib 1.6 needs cloudpickle>=3, hydra-ray-launcher pins <3: joblib wins (lock header)
+	/tmp/annlab-lock/bin/pip install --quiet --disable-pip-version-check --upgrade joblib
+	{ sed -n '/^#/!q;p' requirements.lock; /tmp/annlab-lock/bin/pip freeze --exclude-editable \
 	  | grep -v '^annlab'; } > requirements.lock.new && mv requirements.lock.new requirements.lock
 
 clean:  ## remove generated outputs (keeps the MLflow store)
