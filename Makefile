@@ -11,8 +11,11 @@ RUN_ID ?=
 # The embedded store; $MLFLOW_TRACKING_URI overrides it (MLflow's own variable).
 STORE_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/outputs/mlflow.db)
 UI_PORT ?= 5000
+# `make server`'s settings are read from the command line only (HOST and PORT are common
+# environment variables that must not move a server by accident): $(call cli,NAME,default).
+cli = $(if $(filter command line,$(origin $(1))),$($(1)),$(2))
 
-.PHONY: help install run sweep ui figures docs reproduce test bench lint lock clean
+.PHONY: help install run sweep ui server figures docs reproduce test bench lint lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +40,11 @@ ui: $(STAMP)  ## MLflow UI over the same store, on 127.0.0.1 only (UI_PORT=5000)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
 	exec $(VENV)/bin/mlflow ui --backend-store-uri "$(STORE_URI)" --host 127.0.0.1 \
 	  --port $(UI_PORT) --workers 1
+
+server: $(STAMP)  ## MLflow tracking server: DB=<SQLAlchemy URL> HOST PORT ARTIFACTS=<dir> AUTH=1
+	@$(PY) -m pipelines.server --host "$(call cli,HOST,127.0.0.1)" --port "$(call cli,PORT,5000)" \
+	  $(if $(call cli,DB,),--db "$(DB)") $(if $(call cli,ARTIFACTS,),--artifacts "$(ARTIFACTS)") \
+	  $(if $(filter 1,$(call cli,AUTH,)),--auth)
 
 figures: $(STAMP)  ## rebuild the post's Figures 2 and 3 from conf/experiment/$(EXPERIMENT).yaml
 	$(PY) -m pipelines.figures experiment=$(EXPERIMENT) $(ARGS)
