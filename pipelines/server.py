@@ -242,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     def stop(signum, frame):
         raise Stop
 
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
         return serve(args)
     except ServerError as err:
@@ -251,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Stop:
         return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
