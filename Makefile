@@ -11,15 +11,19 @@ RUN_ID ?=
 # Paths come from conf/paths/default.yaml (the one place they are decided).
 PATHS = $(shell $(PY) -m annlab.paths $(1))
 UI_PORT ?= 5000
+# `make server`'s settings are read from the command line only (HOST and PORT are common
+# environment variables that must not move a server by accident): $(call cli,NAME,default).
+cli = $(if $(filter command line,$(origin $(1))),$($(1)),$(2))
 
-.PHONY: help install run sweep tune ui figures docs reproduce test test-fast bench lint lock clean
+.PHONY: help install run sweep tune ui server figures docs reproduce test test-fast bench lint lock \
+  clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
@@ -36,6 +40,11 @@ tune: $(STAMP)  ## an Optuna study over conf/tune/default.yaml's space, pruning 
 
 ui: $(STAMP)  ## MLflow UI over the same store, on 127.0.0.1 only (UI_PORT=5000); prints its link
 	$(PY) -m pipelines.ui --port $(UI_PORT)
+
+server: $(STAMP)  ## MLflow tracking server: DB=<SQLAlchemy URL> HOST PORT ARTIFACTS=<dir> AUTH=1
+	@$(PY) -m pipelines.server --host "$(call cli,HOST,127.0.0.1)" --port "$(call cli,PORT,5000)" \
+	  $(if $(call cli,DB,),--db "$(DB)") $(if $(call cli,ARTIFACTS,),--artifacts "$(ARTIFACTS)") \
+	  $(if $(filter 1,$(call cli,AUTH,)),--auth)
 
 figures: $(STAMP)  ## rebuild the post's Figures 2 and 3 from conf/experiment/$(EXPERIMENT).yaml
 	$(PY) -m pipelines.figures experiment=$(EXPERIMENT) $(ARGS)
@@ -61,8 +70,10 @@ lint: $(STAMP)  ## ruff
 
 lock:  ## re-resolve requirements.lock from pyproject.toml (needs the registry)
 	rm -rf /tmp/annlab-lock && $(PYTHON) -m venv /tmp/annlab-lock
-	/tmp/annlab-lock/bin/pip install --quiet --disable-pip-version-check '.[dev]'
-	{ sed -n '1,2p' requirements.lock; /tmp/annlab-lock/bin/pip freeze --exclude-editable \
+	/tmp/annlab-lock/bin/pip install --quiet --disable-pip-version-check '.[dev,cluster]'
+	@# joblib 1.6 needs cloudpickle>=3, hydra-ray-launcher pins <3: joblib wins (lock header)
+	/tmp/annlab-lock/bin/pip install --quiet --disable-pip-version-check --upgrade joblib
+	{ sed -n '/^#/!q;p' requirements.lock; /tmp/annlab-lock/bin/pip freeze --exclude-editable \
 	  | grep -v '^annlab'; } > requirements.lock.new && mv requirements.lock.new requirements.lock
 
 clean: $(STAMP)  ## remove generated outputs (keeps the MLflow store)

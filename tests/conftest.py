@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 
 import pipelines  # noqa: F401  (registers the config schema)
 
+pytest_plugins = ["tests.servers"]  # PostgreSQL, mlflow server and Ray cluster fixtures
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Small but real: every stage runs, in well under a second of training.
 FAST = ["train.epochs=60", "plot.frames=5", "plot.grid_size=40", "plot.dpi=40",
