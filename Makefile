@@ -11,6 +11,11 @@ RUN_ID ?=
 # Paths come from conf/paths/default.yaml (the one place they are decided).
 PATHS = $(shell $(PY) -m annlab.paths $(1))
 UI_PORT ?= 5000
+# Where a sweep's or a study's jobs run: joblib (this machine's cores), basic (one process) or
+# ray ($RAY_ADDRESS's cluster, else a local Ray instance kept on 127.0.0.1).
+LAUNCHER ?= joblib
+RUN_JOBS = $(if $(filter ray,$(LAUNCHER)),$(if $(RAY_ADDRESS),,RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 ))$(PY) \
+  -m pipelines.run hydra/launcher=$(if $(filter ray,$(LAUNCHER)),annlab_ray,$(LAUNCHER))
 # `make server`'s settings are read from the command line only (HOST and PORT are common
 # environment variables that must not move a server by accident): $(call cli,NAME,default).
 cli = $(if $(filter command line,$(origin $(1))),$($(1)),$(2))
@@ -32,11 +37,11 @@ install: $(STAMP)  ## create .venv from the lock file (done by every target on f
 run: $(STAMP)  ## one experiment, default config; Hydra overrides in ARGS='key=value ...'
 	$(PY) -m pipelines.run $(ARGS)
 
-sweep: $(STAMP)  ## grid over activation x hidden nodes x learning rate, jobs in parallel
-	$(PY) -m pipelines.run sweep=default $(ARGS)
+sweep: $(STAMP)  ## grid over activation x hidden nodes x learning rate, jobs in parallel (LAUNCHER=)
+	$(RUN_JOBS) sweep=default $(ARGS)
 
 tune: $(STAMP)  ## an Optuna study over conf/tune/default.yaml's space, pruning from the curves
-	$(PY) -m pipelines.run tune=default $(ARGS)
+	$(RUN_JOBS) tune=default $(ARGS)
 
 ui: $(STAMP)  ## MLflow UI over the same store, on 127.0.0.1 only (UI_PORT=5000); prints its link
 	$(PY) -m pipelines.ui --port $(UI_PORT)

@@ -31,8 +31,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-OUTPUTS = REPO / "outputs"
+from annlab.paths import REPO_ROOT as REPO
+from annlab.paths import default_paths
+
+OUTPUTS = Path(default_paths().outputs)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 ADMIN_USER = "admin"
 PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"
@@ -228,11 +230,11 @@ def probe_host(host: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make server", description=__doc__.split("\n")[0])
-    parser.add_argument("--db", default=f"sqlite:///{OUTPUTS / 'mlflow.db'}",
+    parser.add_argument("--db", default=default_paths().store,
                         help="backend store, a SQLAlchemy URL (default: the embedded store)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--artifacts", default=str(OUTPUTS / "mlartifacts"),
+    parser.add_argument("--artifacts", default=default_paths().artifacts,
                         help="directory the server stores proxied artifacts in")
     parser.add_argument("--auth", action="store_true", help="MLflow's basic-auth app")
     parser.add_argument("--state-dir", default=str(OUTPUTS / "server"),

@@ -12,12 +12,16 @@ parent and every orphaned child as KILLED and says how to resume.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import ipaddress
 import itertools
+import socket
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -76,6 +80,7 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     grid_hash = hashlib.sha256(",".join(sorted(grid)).encode()).hexdigest()[:16]
     parent_name = f"sweep-{name}-{grid_hash[:8]}"
     uri = tracking.resolve_uri(config.tracking.uri, config.paths.store)
+    check_cluster(config, uri)
     try:
         experiment = tracking.open(uri, config.tracking.experiment)
         parent, resumed = experiment.parent_run(
@@ -160,3 +165,43 @@ def summarise(experiment: tracking.Experiment, parent: tracking.Run, parent_name
           f"{names.SWEEP_SUMMARY_FILE}; browse with `make ui`", flush=True)
     if reason:
         sys.exit(f"error: {reason}")
+
+
+def local_addresses() -> set[str]:
+    """This machine's addresses (loopback included), as other nodes would name it."""
+    names = {socket.gethostname(), "localhost"}
+    found = {"127.0.0.1", "::1"}
+    for name in names:
+        with contextlib.suppress(OSError):
+            found |= {info[4][0] for info in socket.getaddrinfo(name, None)}
+    return found
+
+
+def check_cluster(config: DictConfig, uri: str) -> None:
+    """Refuse, before any job starts, a Ray cluster with nodes on other machines when the
+    store is one only this machine can reach (a sqlite file, a server on loopback)."""
+    init = OmegaConf.select(config, "hydra.launcher.ray.init")
+    if init is None or not init.get("address"):
+        return  # not Ray, or a local instance: its jobs see what this machine sees
+    host = urlparse(uri).hostname
+    if uri.startswith(("http://", "https://")) and not ipaddress_is_loopback(host):
+        return  # a server the nodes can reach
+    import ray
+
+    ray.init(**OmegaConf.to_container(init, resolve=True), log_to_driver=False)
+    here = local_addresses()
+    remote = sorted({n["NodeManagerAddress"] for n in ray.nodes()
+                     if n["Alive"] and n["NodeManagerAddress"] not in here})
+    if remote:
+        sys.exit(f"error: the Ray cluster at {init.address} has nodes on other machines "
+                 f"({', '.join(remote)}) that cannot reach the store {uri}, which only this "
+                 "machine sees; start `make server` (on a PostgreSQL DB) and set "
+                 "MLFLOW_TRACKING_URI=http://<this machine>:<port> before the sweep")
+
+
+def ipaddress_is_loopback(host: str | None) -> bool:
+    if host in (None, "localhost"):
+        return True
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    return False

@@ -27,7 +27,7 @@ from annlab import names, tracking, tune
 from annlab.config import ConfigError, run_name, validate
 from annlab.names import Status
 from annlab.rules import RULES
-from pipelines.sweep import SIZE_ENV, expand, quoted
+from pipelines.sweep import SIZE_ENV, check_cluster, expand, quoted
 
 PARENT_ATTR = "annlab.mlflow_parent_run_id"  # the study's user attribute naming its MLflow run
 
@@ -72,6 +72,7 @@ def run_study(sweeper, arguments: list[str]) -> list[Any]:
         check_space(base)
         uri = tracking.resolve_uri(base.tracking.uri, base.paths.store)
         url = tune.storage_url(base.tune, base.paths.study_store, uri)
+        check_cluster(config, uri)
         experiment = tracking.open(uri, base.tracking.experiment)
         study, created = tune.open_study(base.tune, url)
     except (ConfigError, tracking.TrackingError) as err:

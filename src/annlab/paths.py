@@ -6,6 +6,7 @@ here, is the checkout. ``python -m annlab.paths KEY...`` prints them (the Makefi
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import cache
 from pathlib import Path
@@ -16,6 +17,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO_ROOT / "conf"
 
 OmegaConf.register_new_resolver("annlab.repo", lambda: str(REPO_ROOT), replace=True)
+# ${annlab.unless_env:VAR,value}: null when the environment variable VAR is set, else value.
+OmegaConf.register_new_resolver(
+    "annlab.unless_env", lambda var, value: None if os.environ.get(var) else value, replace=True)
 
 
 @cache
