@@ -35,7 +35,7 @@ PARENT_ATTR = "annlab.mlflow_parent_run_id"  # the study's user attribute naming
 def check_space(base: DictConfig) -> None:
     """Every searched key exists and both ends of its range (each choice) obey its rule."""
     rules = {rule.key: rule for rule in RULES}
-    for key, p in base.tune.space.items():
+    for key, p in tune.space(base.tune).items():
         if OmegaConf.select(base, key, default="missing") == "missing":
             raise ConfigError(f"tune.space.{key}", None, "keys of the config to search, such "
                               "as model.hidden_nodes or train.learning_rate")
@@ -139,7 +139,7 @@ def _ask(study, t: DictConfig, batch: int) -> list:
 
 def _job(point: list[str], study, trial, base: DictConfig, parent: tracking.Run, uri: str,
          url: str) -> list[str]:
-    values = tune.suggest(trial, base.tune.space)
+    values = tune.suggest(trial, base.tune)
     overrides = [f"{k}={v}" for k, v in values.items()]
     shown = {k: f"{v:.3g}" if isinstance(v, float) else v for k, v in values.items()}
     label = f"trial-{trial.number}-" + run_name(OmegaConf.merge(
@@ -204,7 +204,8 @@ def summarise_if_done(experiment: tracking.Experiment, study, parent: tracking.R
     with tempfile.TemporaryDirectory() as tmp:
         for path in tune.figures(study, Path(tmp)):
             parent.log_artifact(path, names.FIGURES_DIR)
-    parent.log_params({f"tune.space.{k}": tune.describe_param(v) for k, v in t.space.items()})
+    parent.log_params({f"tune.space.{k}": tune.describe_param(v)
+                       for k, v in tune.space(t).items()})
     done = table[table["state"] == "COMPLETE"]
     if len(done):
         best = done.loc[done["value"].idxmin()]

@@ -67,20 +67,10 @@ class TrackingConfig:
 
 
 @dataclass
-class SpaceParam:
-    """One key of a search space: categorical (choices), int or float (low..high, log)."""
-
-    type: str = MISSING  # categorical | int | float
-    choices: list[Any] | None = None
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-
-
-@dataclass
 class PrunerConfig:
     name: str = MISSING  # median | successive_halving
     warmup_epochs: int = MISSING  # no trial is pruned before this epoch
+    startup_trials: int = 5  # median: no pruning until this many trials have finished
     reduction_factor: int = 3  # successive halving keeps 1 in reduction_factor per rung
 
 
@@ -93,7 +83,9 @@ class TuneConfig:
     sampler: str = MISSING  # tpe | random
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     report_every: int = MISSING  # epochs between reports of the validation curve
-    space: dict[str, SpaceParam] = field(default_factory=dict)
+    # section -> key -> {type: categorical, choices: [...]} or {type: int|float, low, high,
+    # log}; checked by annlab.tune.validate (a plain mapping, so `+` can add a key to search)
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
     trial: int | None = None  # set for each trial's job by the study
     trial_id: int | None = None
 

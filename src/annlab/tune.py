@@ -31,6 +31,8 @@ OBJECTIVE = "val_misclassification"  # the final validation misclassification, m
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "successive_halving")
 SPACE_TYPES = ("categorical", "int", "float")
+SPACE_KEYS = {"categorical": ("type", "choices"), "int": ("type", "low", "high", "log"),
+              "float": ("type", "low", "high", "log")}
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60  # a RUNNING trial silent this long belongs to a dead process
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -38,6 +40,18 @@ SURPLUS_ATTR = "annlab.surplus"
 
 
 # -- the config ------------------------------------------------------------------------------
+
+def space(tune: DictConfig) -> dict[str, DictConfig]:
+    """The search space by dotted config key (``train.learning_rate``; ``seed`` for a
+    top-level key, given without a section)."""
+    found = {}
+    for name, node in tune.space.items():
+        if OmegaConf.is_dict(node) and "type" in node:
+            found[name] = node
+        else:
+            found |= {f"{name}.{key}": p for key, p in node.items()}
+    return found
+
 
 def validate(tune: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first tune key that cannot drive a study."""
@@ -52,22 +66,33 @@ def validate(tune: DictConfig) -> None:
     require(tune.pruner.name in PRUNERS, "pruner.name", tune.pruner.name, " | ".join(PRUNERS))
     require(tune.pruner.warmup_epochs >= 0, "pruner.warmup_epochs", tune.pruner.warmup_epochs,
             "an integer >= 0")
+    require(tune.pruner.startup_trials >= 0, "pruner.startup_trials",
+            tune.pruner.startup_trials, "an integer >= 0")
     require(tune.pruner.reduction_factor >= 2, "pruner.reduction_factor",
             tune.pruner.reduction_factor, "an integer >= 2")
-    require(len(tune.space) > 0, "space", {}, "at least one key to search")
-    for key, p in tune.space.items():
+    require(len(space(tune)) > 0, "space", {}, "at least one key to search")
+    for key, p in space(tune).items():
         where = f"space.{key}"
-        require(p.type in SPACE_TYPES, f"{where}.type", p.type, " | ".join(SPACE_TYPES))
-        if p.type == "categorical":
-            require(bool(p.choices), f"{where}.choices", _plain(p.choices),
+        require(OmegaConf.is_dict(p), where, _plain(p), "a mapping such as {type: float, "
+                "low: 0.01, high: 10, log: true} or {type: categorical, choices: [a, b]}")
+        kind = p.get("type")
+        require(kind in SPACE_TYPES, f"{where}.type", kind, " | ".join(SPACE_TYPES))
+        known = SPACE_KEYS[kind]
+        extra = sorted(set(p) - set(known))
+        require(not extra, f"{where}.{extra[0] if extra else ''}", _plain(p.get(extra[0]))
+                if extra else None, f"the keys of a {kind} parameter: {', '.join(known)}")
+        if kind == "categorical":
+            require(bool(p.get("choices")), f"{where}.choices", _plain(p.get("choices")),
                     "a non-empty list of values")
             continue
-        require(p.low is not None and p.high is not None and p.low < p.high,
-                f"{where}.low/high", [p.low, p.high], "a range with low < high")
-        require(not p.log or p.low > 0, f"{where}.low", p.low, "a number > 0 (log scale)")
-        if p.type == "int":
-            require(float(p.low).is_integer() and float(p.high).is_integer(),
-                    f"{where}.low/high", [p.low, p.high], "integers for an int range")
+        low, high = p.get("low"), p.get("high")
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high))
+        require(numbers and low < high, f"{where}.low/high", [low, high],
+                "a range of numbers with low < high")
+        require(not p.get("log") or low > 0, f"{where}.low", low, "a number > 0 (log scale)")
+        if kind == "int":
+            require(float(low).is_integer() and float(high).is_integer(),
+                    f"{where}.low/high", [low, high], "integers for an int range")
 
 
 def _plain(value: Any) -> Any:
@@ -122,32 +147,38 @@ def sampler_and_pruner(tune: DictConfig, study: optuna.Study) -> None:
     seed = int(hashlib.sha256(f"{tune.seed}:{len(study.trials)}".encode()).hexdigest()[:8], 16)
     study.sampler = (optuna.samplers.TPESampler(seed=seed) if tune.sampler == "tpe"
                      else optuna.samplers.RandomSampler(seed=seed))
+    study.pruner = pruner(tune)
+
+
+def pruner(tune: DictConfig) -> optuna.pruners.BasePruner:
+    """The configured pruner (a study's pruner lives in its process, not in the storage: the
+    trials' jobs build the same one)."""
     p = tune.pruner
-    study.pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=p.warmup_epochs,
-                                    interval_steps=1)
-        if p.name == "median" else
-        optuna.pruners.SuccessiveHalvingPruner(min_resource=max(p.warmup_epochs, 1),
-                                               reduction_factor=p.reduction_factor))
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials,
+                                           n_warmup_steps=p.warmup_epochs, interval_steps=1)
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(p.warmup_epochs, 1),
+                                                  reduction_factor=p.reduction_factor)
 
 
 def describe_param(p: DictConfig) -> str:
     """``tanh | sigmoid | relu``, ``int 2..16``, ``float 0.01..10 (log)``."""
     if p.type == "categorical":
         return " | ".join(map(str, p.choices))
-    return f"{p.type} {p.low:g}..{p.high:g}" + (" (log)" if p.log else "")
+    return f"{p.type} {p.low:g}..{p.high:g}" + (" (log)" if p.get("log") else "")
 
 
-def suggest(trial: Trial, space: Mapping[str, DictConfig]) -> dict[str, Any]:
+def suggest(trial: Trial, tune: DictConfig) -> dict[str, Any]:
     """The trial's values for every key of the search space."""
     values = {}
-    for key, p in space.items():
+    for key, p in space(tune).items():
         if p.type == "categorical":
             values[key] = trial.suggest_categorical(key, list(p.choices))
         elif p.type == "int":
-            values[key] = trial.suggest_int(key, int(p.low), int(p.high), log=p.log)
+            values[key] = trial.suggest_int(key, int(p.low), int(p.high),
+                                            log=bool(p.get("log")))
         else:
-            values[key] = trial.suggest_float(key, p.low, p.high, log=p.log)
+            values[key] = trial.suggest_float(key, p.low, p.high, log=bool(p.get("log")))
     return values
 
 
@@ -189,7 +220,8 @@ class Reporter:
     every ``report_every`` epochs and asks the pruner; returns True to stop (pruned)."""
 
     def __init__(self, tune: DictConfig, url: str):
-        self.study = optuna.load_study(study_name=tune.study, storage=storage(url))
+        self.study = optuna.load_study(study_name=tune.study, storage=storage(url),
+                                       pruner=pruner(tune))
         self.trial = Trial(self.study, tune.trial_id)
         self.every, self.beat = tune.report_every, 0.0
 
