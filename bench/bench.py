@@ -1,8 +1,9 @@
 """`make bench`: each figure measured side by side with its baseline, printed as a ratio.
 
-    python bench/bench.py [fit logging gif ...]   (default: every benchmark)
+    python bench/bench.py [fit logging gif compose run sweep server ray tune]   (default: all)
 
-Times are the best of a few repeats (the least disturbed), all in this one process.
+In-process figures are the best of a few repeats (the least disturbed), alternating ours and
+the baseline; whole commands (run, sweep, tune) run as a user runs them, into fresh stores.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from annlab.data import make_splits
 from annlab.network import NeuralNetClassifier
 
 RESULTS: list[tuple[str, float, float, float]] = []
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # pipelines/ and tests/servers.py, as `make` runs them from here
 
 
 def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
@@ -147,33 +150,171 @@ def bench_gif() -> None:
         report("gif: 100 frames vs FuncAnimation", *best_of_pair(ours, baseline, 3), 0.03)
 
 
-def bench_sweep() -> None:
-    """The default 27-config `make sweep`, end to end, with the joblib launcher (one worker per
-    core) and with the basic launcher (one process, jobs in turn), each into a fresh store."""
+def _cli(*args: str, env: dict | None = None, prefix: tuple[str, ...] = ()) -> float:
+    """Wall seconds of ``python -m pipelines.run <args>``; stops the benchmarks if it fails."""
+    import os
     import subprocess
 
-    repo = Path(__file__).resolve().parents[1]
-    walls = {}
-    for launcher in ("joblib", "basic"):
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            out = subprocess.run(
-                [sys.executable, "-m", "pipelines.run", "sweep=default",
-                 f"hydra/launcher={launcher}", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-                 f"hydra.sweep.dir={tmp}/sweep"], cwd=repo, capture_output=True, text=True)
-            walls[launcher] = time.perf_counter() - start
-            if out.returncode != 0:
-                sys.exit(f"sweep with {launcher} failed:\n{out.stderr[-2000:]}")
-    speedup = walls["basic"] / walls["joblib"]
-    print(f"{'sweep: 27 configs, wall':<34} joblib {walls['joblib']:8.1f} s   target <= 60  "
-          f"{'ok' if walls['joblib'] <= 60 else 'MISSED'}", flush=True)
-    print(f"{'sweep: joblib speed-up over basic':<34} basic {walls['basic']:9.1f} s   "
-          f"speed-up {speedup:5.2f}x   target >= 1.6  {'ok' if speedup >= 1.6 else 'MISSED'}",
+    start = time.perf_counter()
+    out = subprocess.run([*prefix, sys.executable, "-m", "pipelines.run", *args], cwd=REPO,
+                         capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if out.returncode != 0:
+        sys.exit(f"`pipelines.run {' '.join(args)}` failed:\n{out.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def target(name: str, value: float, unit: str, limit: float, note: str = "") -> None:
+    verdict = "ok" if value <= limit else "MISSED"
+    print(f"{name:<34} {value:8.2f} {unit:<4} target <= {limit:g} {unit}  {verdict}  {note}",
           flush=True)
 
 
+def bench_sweep() -> None:
+    """The default 27-config `make sweep`, end to end, into a fresh store: the joblib launcher
+    (one worker per core) against the target, and the basic launcher (one process, jobs in
+    turn) as its baseline."""
+    walls = {}
+    for launcher in ("joblib", "basic"):
+        with tempfile.TemporaryDirectory() as tmp:
+            walls[launcher] = _cli("sweep=default", f"hydra/launcher={launcher}",
+                                   f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+                                   f"hydra.sweep.dir={tmp}/sweep")
+    target("sweep: 27 configs, joblib, wall", walls["joblib"], "s", 25,
+           f"(basic launcher {walls['basic']:.1f} s, speed-up "
+           f"{walls['basic'] / walls['joblib']:.2f}x)")
+
+
+def bench_run() -> None:
+    """`make run` with the default config into an existing store: wall time (median of 5) and
+    peak resident memory of the process."""
+    import resource
+    import statistics
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db"]
+        _cli(*store, f"hydra.run.dir={tmp}/warm")  # the store exists, as for any later run
+        walls = [_cli(*store, f"hydra.run.dir={tmp}/{i}") for i in range(5)]
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    target("run: make run, warm, wall (median)", statistics.median(walls), "s", 5,
+           f"(all: {', '.join(f'{w:.1f}' for w in walls)})")
+    target("run: make run, peak RSS", peak, "MB", 350)
+
+
+def bench_compose() -> None:
+    """What composing every job through Hydra's config loader (the sweeper's checks) costs:
+    the default 27-config grid, against composing the primary config once."""
+    from hydra import compose, initialize_config_dir
+
+    import pipelines  # noqa: F401  (the schema)
+    from pipelines.sweep import expand
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        from hydra.core.global_hydra import GlobalHydra
+
+        loader = GlobalHydra.instance().config_loader()
+        master = compose(config_name="config", overrides=["sweep=default"],
+                         return_hydra_config=True)
+        points, _ = expand([f"{k}={v}" for k, v in master.hydra.sweeper.params.items()])
+        one = best_of(lambda: loader.load_sweep_config(master, points[0]), 5)
+        grid = best_of(lambda: [loader.load_sweep_config(master, p) for p in points], 2)
+    print(f"{'compose: 27 jobs through Hydra':<34} {grid:8.2f} s    ({one * 1000:.0f} ms a job; "
+          "paid once, in the launching process, before any job starts)", flush=True)
+
+
+def bench_server() -> None:
+    """4 per-epoch metrics x 1,000 epochs logged in one batched call: through an `mlflow
+    server` on PostgreSQL (both started here, on loopback) vs into the embedded sqlite store."""
+    import pandas as pd
+
+    from annlab import tracking
+    from tests.servers import MlflowServer, Postgres
+
+    history = pd.DataFrame(np.random.default_rng(0).random((1000, 4)),
+                           columns=["train_loss", "val_loss", "train_misclassification",
+                                    "val_misclassification"], index=range(1, 1001))
+    with tempfile.TemporaryDirectory() as tmp:
+        postgres = Postgres().start()
+        server = MlflowServer(postgres.url(postgres.create_database("bench")), Path(tmp) / "s")
+        try:
+            server.start()
+            stores = {name: tracking.open(uri, "bench") for name, uri in
+                      (("server", server.url), ("sqlite", f"sqlite:///{tmp}/bench.db"))}
+
+            def logged(name):
+                def run():
+                    with stores[name].start_run("batched") as r:
+                        r.log_history(history)
+                return run
+
+            ours, base = best_of_pair(logged("server"), logged("sqlite"), 5)
+        finally:
+            server.stop()
+            postgres.stop()
+    report("logging: server+PostgreSQL/sqlite", ours, base, 1.5)
+
+
+def bench_ray() -> None:
+    """The default 27-config sweep on a local two-node Ray cluster (started here, on loopback,
+    in its own network namespace) vs the joblib launcher, same machine, fresh stores."""
+    from tests.servers import LoopbackNetns, RayCluster
+
+    netns = LoopbackNetns()
+    cluster = RayCluster(netns)
+    try:
+        cluster.start()
+        walls = {}
+        for launcher in ("annlab_ray", "joblib"):
+            with tempfile.TemporaryDirectory() as tmp:
+                walls[launcher] = _cli(
+                    "sweep=default", f"hydra/launcher={launcher}",
+                    f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"hydra.sweep.dir={tmp}/sweep",
+                    env=cluster.driver_env() if launcher == "annlab_ray" else None,
+                    prefix=tuple(netns.cmd([])) if launcher == "annlab_ray" else ())
+    finally:
+        cluster.stop()
+        netns.close()
+    report("sweep: Ray 2 nodes / joblib", walls["annlab_ray"], walls["joblib"], 1.3)
+
+
+def bench_tune() -> None:
+    """`make tune` with its default settings, five study seeds, against the default `make
+    sweep` grid on the same data and epochs: the best final validation misclassification and
+    the epochs trained (the sum over trials of the epochs each actually trained)."""
+    import optuna
+
+    with tempfile.TemporaryDirectory() as tmp:
+        grid_wall = _cli("sweep=default", f"tracking.uri=sqlite:///{tmp}/grid.db",
+                         f"hydra.sweep.dir={tmp}/grid")
+        from annlab import tracking
+
+        grid = tracking.open(f"sqlite:///{tmp}/grid.db", "annlab")
+        kids = [r for r in grid.search("") if r.parent_run_id]
+        grid_best = min(1 - r.metrics["val_accuracy"] for r in kids)
+        grid_epochs = sum(int(r.params["train.epochs"]) for r in kids)
+        met = 0
+        for seed in range(5):
+            db = f"sqlite:///{tmp}/optuna-{seed}.db"
+            wall = _cli("tune=default", f"tune.seed={seed}", f"tune.study=s{seed}",
+                        f"tracking.uri=sqlite:///{tmp}/tune-{seed}.db",
+                        f"paths.study_store={db}", f"hydra.sweep.dir={tmp}/tune-{seed}")
+            study = optuna.load_study(study_name=f"s{seed}", storage=db)
+            done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+            epochs = sum(max(t.intermediate_values, default=0) if t.state.name == "PRUNED"
+                         else 1000 for t in done)
+            best = min(t.value for t in done if t.state.name == "COMPLETE")
+            ok = best <= grid_best + 1e-9 and epochs <= 0.4 * grid_epochs
+            met += ok
+            print(f"{'tune: seed ' + str(seed):<34} best {best:.3f} (grid {grid_best:.3f})  "
+                  f"epochs {epochs} = {epochs / grid_epochs:.2f} of the grid's  "
+                  f"{wall:5.1f} s (grid {grid_wall:.1f} s)  {'ok' if ok else 'MISSED'}",
+                  flush=True)
+    target("tune: seeds meeting both targets", 5 - met, "miss", 1,
+           f"({met} of 5 seeds: as good as the grid's best in <= 40 % of its epochs)")
+
+
 BENCHMARKS = {"fit": bench_fit, "logging": bench_logging, "gif": bench_gif,
-              "sweep": bench_sweep}
+              "compose": bench_compose, "run": bench_run, "sweep": bench_sweep,
+              "server": bench_server, "ray": bench_ray, "tune": bench_tune}
 
 
 def main(names: list[str]) -> None:

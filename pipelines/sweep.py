@@ -16,9 +16,11 @@ import contextlib
 import hashlib
 import ipaddress
 import itertools
+import os
 import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -56,8 +58,40 @@ def quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def warm_up(config: DictConfig) -> threading.Thread | None:
+    """Start the joblib launcher's worker processes now, in the background: each spends ~5 s
+    importing what a job needs, which then overlaps the launching process's own checks instead
+    of following them. joblib reuses the same worker pool for the launch (same arguments)."""
+    launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
+    if not str(launcher.pop("_target_", "")).endswith("JoblibLauncher"):
+        return None
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from joblib import Parallel, delayed
+
+    launcher["backend"] = "loky"  # as the launcher sets it
+    process_joblib_cfg(launcher)
+    workers = launcher.get("n_jobs") or 1
+    workers = os.cpu_count() if workers < 0 else workers
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # a cold start is slower, not wrong
+            Parallel(**launcher)(delayed(_import_job_modules)() for _ in range(workers))
+
+    thread = threading.Thread(target=run, name="warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _import_job_modules() -> int:
+    import annlab.pipeline  # noqa: F401  (what every job imports)
+    import pipelines.run  # noqa: F401
+
+    return os.getpid()
+
+
 def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     config: DictConfig = sweeper.config
+    warming = warm_up(config)
     points, swept = expand(arguments)
     configs = [sweeper.compose(point) for point in points]
     try:
@@ -96,6 +130,8 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
     print(f"{'resuming' if resumed else 'starting'} sweep {name!r}: {len(points)} configs, "
           f"parent run {parent_name} ({parent.run_id})", flush=True)
+    if warming is not None:
+        warming.join()  # one user of the worker pool at a time
     with tracking.interrupts() as received, parent.heartbeat():
         try:
             returns = sweeper.launch(jobs)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import sqlite3
 import sys
@@ -183,24 +184,46 @@ def _check_server(uri: str) -> None:
                             "start it or point MLFLOW_TRACKING_URI elsewhere") from err
 
 
+def _build_whole(target: Path, build) -> None:
+    """Make ``target`` with ``build(path)`` beside it and rename it into place, under a lock:
+    several processes may ask at once, and a half-built file must never be left at ``target``."""
+    if target.exists():
+        return
+    with file_lock(f"{target}.lock"):
+        if target.exists():
+            return
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.new")
+        try:
+            build(tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _empty_store() -> Path:
+    """A new, empty store of this MLflow version, made once by MLflow's own schema migrations
+    (~6 s) and copied for every new store after it (a millisecond)."""
+    from mlflow.version import VERSION
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "annlab"
+    template = cache / f"mlflow-{VERSION}-empty.db"
+    cache.mkdir(parents=True, exist_ok=True)
+    _build_whole(template, lambda tmp: MlflowClient(f"sqlite:///{tmp}").search_experiments(
+        max_results=1))
+    return template
+
+
 def _open_sqlite(db: Path, uri: str) -> None:
     """Create a new store whole or not at all; refuse, in seconds, a file that is no store.
 
-    Several processes may open a new store at once (two terminals, a script): one builds it
-    beside the target under a lock and renames it into place, the others wait and use it.
-    Building in place could leave a half-built file behind that breaks every later run.
+    Several processes may open a new store at once (two terminals, a script): one copies it
+    into place under a lock, the others wait and use it. Building it in place could leave a
+    half-built file behind that breaks every later run.
     """
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
         if not db.exists():
-            with file_lock(f"{db}.lock"):
-                if not db.exists():
-                    tmp = db.with_name(f".{db.name}.{os.getpid()}.new")
-                    try:
-                        MlflowClient(f"sqlite:///{tmp}").search_experiments(max_results=1)
-                        os.replace(tmp, db)
-                    finally:
-                        tmp.unlink(missing_ok=True)
+            _build_whole(db, lambda tmp: shutil.copyfile(_empty_store(), tmp))
     except (OSError, MlflowException, SQLAlchemyError) as err:
         raise TrackingError(f"cannot create the tracking store {db}: {first_line(err)}"
                             ) from err
