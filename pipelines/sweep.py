@@ -118,7 +118,7 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     try:
         experiment = tracking.open(uri, config.tracking.experiment)
         parent, resumed = experiment.parent_run(
-            {names.SWEEP: name, names.SWEEP_GRID: grid_hash}, parent_name,
+            {names.SWEEP: name, names.SWEEP_GRID: grid_hash}, parent_name, "pipelines/sweep.py",
             {names.SWEEP_SIZE: str(len(points))})
     except tracking.TrackingError as err:
         sys.exit(f"error: {err}")

@@ -114,7 +114,8 @@ def _parent(experiment: tracking.Experiment, study, created: bool, t: DictConfig
     others through the study's user attribute."""
     name = f"study-{t.study}"
     if created or PARENT_ATTR in study.user_attrs:
-        parent, _ = experiment.parent_run({names.STUDY: t.study, names.STUDY_STORAGE: url}, name)
+        parent, _ = experiment.parent_run({names.STUDY: t.study, names.STUDY_STORAGE: url}, name,
+                                          "pipelines/tune.py")
         study.set_user_attr(PARENT_ATTR, parent.run_id)
         return parent, name
     deadline = time.monotonic() + 120  # the creating worker is making it

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the store is a tracking server; open {runs_link(uri, experiment.id)}")
         return 0
     base = f"http://127.0.0.1:{args.port}"
-    log = Path(default_paths().outputs) / "mlflow-ui.log"
+    log = Path(default_paths().outputs) / f"mlflow-ui-{args.port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         with tracking.interrupts():  # SIGTERM too: the UI's processes must stop with us
             wait_until_up(base, proc, timeout=90)
             print(f"MLflow UI: {runs_link(base, experiment.id)}\n"
-                  f"  (experiment {args.experiment!r}; Ctrl-C stops it; its log is {log})",
-                  flush=True)
+                  f"  (experiment {args.experiment!r}; Ctrl-C stops it; its log is {log})\n"
+                  "  Click 'Model training' once at the top left: the UI then keeps to the "
+                  "training views for every page", flush=True)
             proc.wait()
             return proc.returncode
     except RuntimeError as err:

@@ -110,7 +110,7 @@ def test_an_altered_config_is_reported(fast_cfg, store_uri, tmp_path):
 def test_sweep_children_reproduce(fast_cfg, store_uri, tmp_path):
     cfg = fast_cfg()
     experiment = tracking.open(store_uri, cfg.tracking.experiment)
-    parent, _ = experiment.parent_run({"annlab.sweep": "t"}, "p")
+    parent, _ = experiment.parent_run({"annlab.sweep": "t"}, "p", "tests")
     cfg.tracking.parent_run_id, cfg.tracking.sweep = parent.run_id, "t"
     child = run_experiment(cfg, [], tmp_path)
     out = _reproduce(store_uri, child.run_id)

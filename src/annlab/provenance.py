@@ -81,7 +81,7 @@ class ProcessId:
         return self.boot == _boot_id() and self.started == _started(self.pid)
 
 
-def _user() -> str:
+def user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # a uid without a name (containers)
@@ -98,7 +98,7 @@ def _started(pid: int) -> str:
 
 
 def collect(config_hash: str, entry_point: str) -> Provenance:
-    return Provenance(config_hash, entry_point, _user(), git_state(), file_hash(LOCK_FILE),
+    return Provenance(config_hash, entry_point, user(), git_state(), file_hash(LOCK_FILE),
                       platform_info(), package_versions())
 
 

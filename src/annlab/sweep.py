@@ -134,13 +134,12 @@ def plot_curves(curves: dict[str, pd.Series], path: Path) -> Path:
            title="Validation curves of every configuration")
     ax.grid(alpha=0.3)
     if curves:
-        ax.legend(fontsize=6, ncol=2, loc="upper right")
+        ax.legend(fontsize=7, ncol=1 + len(curves) // 10, loc="upper right")
     fig.savefig(path, metadata=PNG_METADATA)
     return path
 
 
-def tile_images(images: dict[str, Path], path: Path, columns: int = 3,
-                tile_width: int = 320) -> Path:
+def tile_images(images: dict[str, Path], path: Path, tile_width: int = 320) -> Path:
     """The children's final decision boundaries side by side (in the given order), each
     labelled with its run."""
     tiles = []
@@ -150,7 +149,7 @@ def tile_images(images: dict[str, Path], path: Path, columns: int = 3,
                          Image.Resampling.LANCZOS)
         ImageDraw.Draw(img).text((6, 4), name, fill="black")
         tiles.append(img)
-    columns = max(1, min(columns, len(tiles)))
+    columns = max(1, min(5, math.ceil(math.sqrt(len(tiles)))))  # 4 -> 2x2, 9 -> 3x3
     rows = -(-len(tiles) // columns)
     height = max((t.height for t in tiles), default=1)
     sheet = Image.new("RGB", (columns * tile_width, max(rows, 1) * height), "white")

@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from annlab import names
 from annlab.names import Status
-from annlab.provenance import ProcessId, Provenance
+from annlab.provenance import ProcessId, Provenance, git_state, user
 
 EXPERIMENT_TAGS = {names.EXPERIMENT_KIND: "custom_model_development"}
 file_lock = ExclusiveFileLock  # MLflow's flock-based lock, for other stores' first creation
@@ -399,11 +399,11 @@ class Experiment:
                   file=sys.stderr)
         return dead
 
-    def parent_run(self, key: Mapping[str, str], run_name: str,
+    def parent_run(self, key: Mapping[str, str], run_name: str, entry_point: str,
                    tags: Mapping[str, str] | None = None) -> tuple[Run, bool]:
         """A sweep's or a study's parent run: the latest top-level run whose tags match
         ``key`` (resumed: set RUNNING again, its failure cleared), else a new one with ``key``
-        and ``tags``. Returns (run, resumed)."""
+        and ``tags``, its source ``entry_point``. Returns (run, resumed)."""
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in key.items())
         found = [r for r in self.search(query) if r.parent_run_id is None]
         client = self.store.client
@@ -412,8 +412,11 @@ class Experiment:
             parent = Run(self.store, latest.run_id)
             parent.resume()
             return parent, True
+        source = {names.SOURCE_NAME: entry_point, names.SOURCE_TYPE: "LOCAL",
+                  names.USER: user(), names.GIT_COMMIT: git_state().commit}
         info = client.create_run(self.id, run_name=run_name, tags={
-            **key, **(tags or {}), **_liveness_tags()}).info
+            k: str(v) for k, v in {**key, **(tags or {}), **source, **_liveness_tags()}.items()
+            if v is not None}).info
         return Run(self.store, info.run_id), False
 
     def children(self, parent_run_id: str) -> list[Record]:
