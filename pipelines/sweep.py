@@ -135,9 +135,13 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     with tracking.interrupts() as received, parent.heartbeat():
         try:
             returns = sweeper.launch(jobs)
+            experiment.store.check_reachable("the sweep's summary is not written; rerun the "
+                                             "same command once it answers")
             summarise(experiment, parent, parent_name, grid, swept, n_val, sweep_dir / "summary")
         except SystemExit:
             raise
+        except tracking.TrackingError as err:  # the store went away: it says what is left
+            sys.exit(f"error: {err}")
         except BaseException as err:  # Ctrl-C, SIGTERM, a launcher that lost its workers
             reason = received[0] if received else (
                 getattr(err, "reason", "interrupted (Ctrl-C)")
@@ -149,7 +153,13 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
 
 def _abandon(experiment: tracking.Experiment, parent: tracking.Run, parent_name: str,
              reason: str) -> None:
-    """The jobs stopped before the end: nothing stays RUNNING; one line per run closed."""
+    """The jobs stopped before the end: nothing stays RUNNING; one line per run closed. (With
+    the store gone, what is left RUNNING is closed the next time annlab opens it.)"""
+    try:
+        experiment.store.check_reachable("its runs left RUNNING are closed the next time "
+                                         "annlab opens the store; rerun the same command then")
+    except tracking.TrackingError as err:
+        sys.exit(f"error: {reason}: {err}")
     closed = experiment.close_stale_children(parent.run_id, f"{reason}; the sweep stopped")
     parent.end(Status.KILLED, f"{reason} before the sweep's summary")
     lines = [f"{reason}: closed as KILLED:"]
@@ -224,7 +234,7 @@ def check_cluster(config: DictConfig, uri: str) -> None:
         return  # a server the nodes can reach
     import ray
 
-    ray.init(**OmegaConf.to_container(init, resolve=True), log_to_driver=False)
+    ray.init(**OmegaConf.to_container(init, resolve=True))  # the launcher reuses it
     here = local_addresses()
     remote = sorted({n["NodeManagerAddress"] for n in ray.nodes()
                      if n["Alive"] and n["NodeManagerAddress"] not in here})

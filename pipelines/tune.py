@@ -95,10 +95,14 @@ def run_study(sweeper, arguments: list[str]) -> list[Any]:
                     _tell(study, trial, ret)
                 launched.append(returns)
                 asked = []
+            experiment.store.check_reachable("the study's summary is not written; rerun the "
+                                             "same command once it answers")
             summarise_if_done(experiment, study, parent, parent_name, t,
                               Path(config.hydra.sweep.dir) / "summary")
         except SystemExit:
             raise
+        except tracking.TrackingError as err:  # the store went away: it says what is left
+            sys.exit(f"error: {err}")
         except BaseException as err:
             reason = received[0] if received else (
                 getattr(err, "reason", "interrupted (Ctrl-C)")
@@ -171,6 +175,11 @@ def _abandon(experiment: tracking.Experiment, study, asked: list, parent: tracki
     KILLED; the parent too unless other workers still run trials."""
     for trial in asked:
         tune.retry(study, trial.number)
+    try:
+        experiment.store.check_reachable("its runs left RUNNING are closed the next time "
+                                         "annlab opens the store; rerun the same command then")
+    except tracking.TrackingError as err:
+        sys.exit(f"error: {reason}: {err}")
     closed = experiment.close_stale_children(parent.run_id, f"{reason}; the study stopped")
     lines = [f"{reason}: closed as KILLED:"]
     lines += [f"  {r.run_name} ({r.run_id})" for r in closed]

@@ -64,7 +64,6 @@ def test_a_run_records_everything_design_names(fast_cfg, store_uri, experiment, 
     logged = client.get_logged_model(output.model_id)
     assert logged.name == "model" and logged.source_run_id == run.info.run_id
     assert {m.key for m in logged.metrics} >= {"test_accuracy", "train_accuracy"}
-    mlflow.set_tracking_uri(store_uri)  # runs:/ resolves through MLflow's global URI
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     X = np.array([[-1.0, 0.5], [2.0, -0.3]])
     assert list(model.predict(X)) == [0, 1]

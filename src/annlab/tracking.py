@@ -48,8 +48,10 @@ logging.getLogger("mlflow").setLevel(logging.WARNING)
 for _name, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
                       "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-                      "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
+                      "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                      "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}.items():
     os.environ.setdefault(_name, _value)
+logging.getLogger("urllib3").setLevel(logging.ERROR)  # MLflow's retries say the rest
 
 
 class TrackingError(RuntimeError):
@@ -259,6 +261,16 @@ class Store:
             _open_sqlite(db, uri)
         self.client = _client(uri)
 
+    def check_reachable(self, consequence: str, cause: BaseException | None = None) -> None:
+        """For a server store: raise :class:`TrackingError` at once (naming the server and
+        ``consequence``) if it does not answer, instead of spending MLflow's retry window on
+        each further call."""
+        if urlparse(self.uri).scheme in ("http", "https"):
+            try:
+                _check_server(self.uri)
+            except TrackingError as err:
+                raise TrackingError(f"{err}; {consequence}") from (cause or err)
+
     def experiment(self, name: str) -> Experiment:
         """The experiment, created (with its tags) if new; runs its dead processes left
         RUNNING are closed as KILLED first.
@@ -355,6 +367,8 @@ class Experiment:
                         run.log_text(provenance.git.diff, names.GIT_DIFF_FILE)
                 yield run
             except BaseException as err:
+                self.store.check_reachable(f"run {run_name} ({run.run_id}) stays RUNNING until "
+                                           "annlab next opens the store", cause=err)
                 # An interrupt that surfaced as another exception (a library wrapped it) still
                 # KILLs the run.
                 if isinstance(err, KeyboardInterrupt) or received:
