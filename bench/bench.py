@@ -234,7 +234,7 @@ def bench_server() -> None:
                                     "val_misclassification"], index=range(1, 1001))
     with tempfile.TemporaryDirectory() as tmp:
         postgres = Postgres().start()
-        server = MlflowServer(postgres.url(postgres.create_database("bench")), Path(tmp) / "s")
+        server = MlflowServer(postgres.create_database("bench"), Path(tmp) / "s")
         try:
             server.start()
             stores = {name: tracking.open(uri, "bench") for name, uri in

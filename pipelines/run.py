@@ -89,8 +89,12 @@ def sweep_job(cfg: DictConfig, hc) -> dict:
              else f"pruned@{result.stopped_at}")
     print(f"{progress} {state:<12} val accuracy {result.scores['val_accuracy']:.3f}  "
           f"{seconds:5.1f} s", flush=True)
+    # What the summary shows of this config, handed back with the result so that the launching
+    # process need not read it from the store again (a job of an earlier attempt has none).
+    final = result.figures.get("boundary_final")
     return {"status": Status.FINISHED, **result.scores, "run_id": result.run_id,
-            "value": 1.0 - result.scores["val_accuracy"], "pruned_at": result.stopped_at}
+            "value": 1.0 - result.scores["val_accuracy"], "pruned_at": result.stopped_at,
+            "val_curve": result.val_curve, "boundary_final": final.read_bytes() if final else None}
 
 
 _finished_alone = False  # a single run finished: nothing of it is left to close

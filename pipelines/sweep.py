@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
@@ -58,10 +59,11 @@ def quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def warm_up(config: DictConfig) -> threading.Thread | None:
+def warm_up(config: DictConfig, uri: str) -> threading.Thread | None:
     """Start the joblib launcher's worker processes now, in the background: each spends ~5 s
-    importing what a job needs, which then overlaps the launching process's own checks instead
-    of following them. joblib reuses the same worker pool for the launch (same arguments)."""
+    importing what a job needs and opening the store, which then overlaps the launching
+    process's own checks instead of following them. joblib reuses the same worker pool for the
+    launch (same arguments)."""
     launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
     if not str(launcher.pop("_target_", "")).endswith("JoblibLauncher"):
         return None
@@ -75,23 +77,25 @@ def warm_up(config: DictConfig) -> threading.Thread | None:
 
     def run() -> None:
         with contextlib.suppress(Exception):  # a cold start is slower, not wrong
-            Parallel(**launcher)(delayed(_import_job_modules)() for _ in range(workers))
+            Parallel(**launcher)(delayed(_prepare_worker)(uri) for _ in range(workers))
 
     thread = threading.Thread(target=run, name="warm-up", daemon=True)
     thread.start()
     return thread
 
 
-def _import_job_modules() -> int:
+def _prepare_worker(uri: str) -> int:
     import annlab.pipeline  # noqa: F401  (what every job imports)
     import pipelines.run  # noqa: F401
 
+    tracking.connect(uri)  # the process keeps its client: a job's first store access is paid
     return os.getpid()
 
 
 def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     config: DictConfig = sweeper.config
-    warming = warm_up(config)
+    uri = tracking.resolve_uri(config.tracking.uri, config.paths.store)
+    warming = warm_up(config, uri)
     points, swept = expand(arguments)
     configs = [sweeper.compose(point) for point in points]
     try:
@@ -113,7 +117,6 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     name = config.tracking.sweep or "grid"
     grid_hash = hashlib.sha256(",".join(sorted(grid)).encode()).hexdigest()[:16]
     parent_name = f"sweep-{name}-{grid_hash[:8]}"
-    uri = tracking.resolve_uri(config.tracking.uri, config.paths.store)
     check_cluster(config, uri)
     try:
         experiment = tracking.open(uri, config.tracking.experiment)
@@ -137,7 +140,8 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
             returns = sweeper.launch(jobs)
             experiment.store.check_reachable("the sweep's summary is not written; rerun the "
                                              "same command once it answers")
-            summarise(experiment, parent, parent_name, grid, swept, n_val, sweep_dir / "summary")
+            summarise(experiment, parent, parent_name, grid, swept, n_val, sweep_dir / "summary",
+                      returned(returns))
         except SystemExit:
             raise
         except tracking.TrackingError as err:  # the store went away: it says what is left
@@ -170,10 +174,22 @@ def _abandon(experiment: tracking.Experiment, parent: tracking.Run, parent_name:
     sys.exit(130)
 
 
+def returned(returns) -> dict[str, dict]:
+    """The jobs' results by run id (those that ran; a failed job has none)."""
+    found = {}
+    for ret in returns:
+        with contextlib.suppress(Exception):  # the job raised: its run says why
+            if (result := ret.return_value).get("run_id"):
+                found[result["run_id"]] = result
+    return found
+
+
 def summarise(experiment: tracking.Experiment, parent: tracking.Run, parent_name: str,
-              grid: dict[str, str], swept: dict[str, list[str]], n_val: int, out: Path) -> None:
+              grid: dict[str, str], swept: dict[str, list[str]], n_val: int, out: Path,
+              results: dict[str, dict]) -> None:
     """The children's table and figures onto the parent, which ends FINISHED if every config
-    finished, else FAILED naming those that did not."""
+    finished, else FAILED naming those that did not. The curves and final boundaries come from
+    the jobs' ``results``, else (configs done by an earlier attempt) from the store."""
     experiment.close_stale_children(parent.run_id, "its job ended without closing the run")
     table = sweep.summary_table(experiment.children(parent.run_id), grid, list(swept))
     out.mkdir(parents=True, exist_ok=True)
@@ -184,13 +200,16 @@ def summarise(experiment: tracking.Experiment, parent: tracking.Run, parent_name
     in_order = sweep.grid_order(finished)
     store = experiment.store
     figures = [sweep.plot_heatmaps(table, out / names.SWEEP_FIGURE_FILES["heatmaps"])]
-    curves = {r.run_name: store.run(r.run_id).metric_history("val_misclassification")
+    curves = {r.run_name: pd.Series(results[r.run_id]["val_curve"],
+                                    index=range(1, len(results[r.run_id]["val_curve"]) + 1))
+              if results.get(r.run_id, {}).get("val_curve")
+              else store.run(r.run_id).metric_history("val_misclassification")
               for r in in_order.itertuples()}
     figures.append(sweep.plot_curves(curves, out / names.SWEEP_FIGURE_FILES["curves"]))
     with tempfile.TemporaryDirectory() as tmp:
-        finals = {r.run_name: store.run(r.run_id).download(
-            f"{names.FIGURES_DIR}/{names.FIGURE_FILES['boundary_final']}", Path(tmp) / r.run_id)
-            for r in in_order.itertuples()}
+        finals = {r.run_name: _final_boundary(store.run(r.run_id), results.get(r.run_id),
+                                              Path(tmp) / r.run_id)
+                  for r in in_order.itertuples()}
         if finals:
             figures.append(sweep.tile_images(finals,
                                              out / names.SWEEP_FIGURE_FILES["boundaries"]))
@@ -211,6 +230,15 @@ def summarise(experiment: tracking.Experiment, parent: tracking.Run, parent_name
           f"{names.SWEEP_SUMMARY_FILE}; browse with `make ui`", flush=True)
     if reason:
         sys.exit(f"error: {reason}")
+
+
+def _final_boundary(run: tracking.Run, result: dict | None, dst: Path) -> Path:
+    if result and result.get("boundary_final"):
+        dst.mkdir(parents=True)
+        path = dst / names.FIGURE_FILES["boundary_final"]
+        path.write_bytes(result["boundary_final"])
+        return path
+    return run.download(f"{names.FIGURES_DIR}/{names.FIGURE_FILES['boundary_final']}", dst)
 
 
 def local_addresses() -> set[str]:

@@ -110,6 +110,7 @@ class RunResult:
     figures: dict[str, Path] = field(default_factory=dict)
     skipped: bool = False  # a sweep job whose config already has a FINISHED child
     stopped_at: int | None = None  # the last epoch, when stopped early (pruned)
+    val_curve: list[float] | None = None  # per-epoch validation misclassification
 
 
 def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
@@ -142,7 +143,8 @@ def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
         if outcome.failure is not None:
             raise outcome.failure
     return RunResult(run.run_id, name, experiment.id, uri, outcome.scores, outcome.figures,
-                     stopped_at=outcome.stopped_at)
+                     stopped_at=outcome.stopped_at,
+                     val_curve=outcome.history["val_misclassification"].tolist())
 
 
 def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path) -> None:
