@@ -238,32 +238,6 @@ def test_reproduce_and_ui_work_against_the_server(live_server, server_run):
     assert out.stdout.strip() == f"the store is a tracking server; open {link}"
 
 
-CONCURRENT_RUNS = """
-import json, os, sys
-from pathlib import Path
-
-from hydra import compose, initialize_config_dir
-
-import pipelines  # noqa: F401  (the config schema)
-from annlab.pipeline import run_experiment
-
-conf, out, n, *overrides = sys.argv[1:]
-with initialize_config_dir(config_dir=conf, version_base="1.3"):
-    cfgs = [compose(config_name="config", overrides=[*overrides, f"seed={k}"])
-            for k in range(int(n))]
-children = []
-for k, cfg in enumerate(cfgs):  # imports are done: each child only runs and tracks
-    if (pid := os.fork()) == 0:
-        code = 1
-        try:
-            result = run_experiment(cfg, [], Path(out) / str(k))
-            print(json.dumps({"seed": k, "run_id": result.run_id}), flush=True)
-            code = 0
-        finally:
-            os._exit(code)
-    children.append(pid)
-sys.exit(max(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children))
-"""
 
 
 def test_eight_concurrent_runs_lose_and_repeat_no_point(live_server, tmp_path, experiment):
@@ -273,9 +247,11 @@ def test_eight_concurrent_runs_lose_and_repeat_no_point(live_server, tmp_path, e
     import json
 
     server, epochs = live_server, 40
-    with started([sys.executable, "-c", CONCURRENT_RUNS, str(REPO / "conf"), str(tmp_path), "8",
+    with started([sys.executable, str(REPO / "tests" / "scripts" / "concurrent_runs.py"),
+                  str(REPO / "conf"), str(tmp_path), "8",
                   *TINY, f"train.epochs={epochs}", f"tracking.uri={server.url}",
-                  f"tracking.experiment={experiment}"]) as proc:  # forks share its group
+                  f"tracking.experiment={experiment}"],  # forks share its group
+                 env={**os.environ, "PYTHONPATH": str(REPO)}) as proc:
         out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     reported = {r["run_id"]: r["seed"] for r in map(json.loads, re.findall(

@@ -26,6 +26,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # The heartbeat and its retry callback are marked experimental; they are Optuna's own way to
 # fail and re-ask the trials of dead processes.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with")
 
 OBJECTIVE = "val_misclassification"  # the final validation misclassification, minimised
 SAMPLERS = ("tpe", "random")
@@ -113,8 +114,12 @@ def storage_url(tune: DictConfig, default: str, tracking_uri: str) -> str:
 def storage(url: str) -> RDBStorage:
     """Optuna's database storage, with the heartbeat that fails (and re-asks) the trials of
     dead processes. A new sqlite file is created under a lock, once."""
+    # Several processes write one sqlite study: wait for the lock rather than fail at 5 s.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+
     def make() -> RDBStorage:
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                          grace_period=GRACE_SECONDS,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
 
     if url.startswith("sqlite:///"):
