@@ -147,29 +147,39 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
         except tracking.TrackingError as err:  # the store went away: it says what is left
             sys.exit(f"error: {err}")
         except BaseException as err:  # Ctrl-C, SIGTERM, a launcher that lost its workers
-            reason = received[0] if received else (
-                getattr(err, "reason", "interrupted (Ctrl-C)")
-                if isinstance(err, KeyboardInterrupt)
-                else f"the sweep stopped: {tracking.first_line(err)}")
-            _abandon(experiment, parent, parent_name, reason)
+            reason = stop_reason(err, received, "sweep")
+            lines = close_children(experiment, parent, reason, "sweep")
+            parent.end(Status.KILLED, f"{reason} before the sweep's summary")
+            lines.append(f"  {parent_name} ({parent.run_id}), the sweep's parent")
+            stop(lines, "finished configs are not run again")
     return [returns]
 
 
-def _abandon(experiment: tracking.Experiment, parent: tracking.Run, parent_name: str,
-             reason: str) -> None:
-    """The jobs stopped before the end: nothing stays RUNNING; one line per run closed. (With
-    the store gone, what is left RUNNING is closed the next time annlab opens it.)"""
+def stop_reason(err: BaseException, received: list[str], what: str) -> str:
+    """Why a sweep or study stopped early: the signal, else the error."""
+    if received:
+        return received[0]
+    if isinstance(err, KeyboardInterrupt):
+        return getattr(err, "reason", "interrupted (Ctrl-C)")
+    return f"the {what} stopped: {tracking.first_line(err)}"
+
+
+def close_children(experiment: tracking.Experiment, parent: tracking.Run, reason: str,
+                   what: str) -> list[str]:
+    """Close the parent's children left RUNNING as KILLED; one line for each. With the store
+    gone, stop at once instead: what is left RUNNING is closed the next time annlab opens it."""
     try:
         experiment.store.check_reachable("its runs left RUNNING are closed the next time "
                                          "annlab opens the store; rerun the same command then")
     except tracking.TrackingError as err:
         sys.exit(f"error: {reason}: {err}")
-    closed = experiment.close_stale_children(parent.run_id, f"{reason}; the sweep stopped")
-    parent.end(Status.KILLED, f"{reason} before the sweep's summary")
-    lines = [f"{reason}: closed as KILLED:"]
-    lines += [f"  {r.run_name} ({r.run_id})" for r in closed]
-    lines.append(f"  {parent_name} ({parent.run_id}), the sweep's parent")
-    lines.append("rerun the same command to resume: finished configs are not run again")
+    closed = experiment.close_stale_children(parent.run_id, f"{reason}; the {what} stopped")
+    return [f"{reason}: closed as KILLED:", *(f"  {r.run_name} ({r.run_id})" for r in closed)]
+
+
+def stop(lines: list[str], resumes: str) -> None:
+    """Say what was closed and how to resume; exit as interrupted (130)."""
+    lines.append(f"rerun the same command to resume: {resumes}")
     print("\n".join(lines), file=sys.stderr, flush=True)
     sys.exit(130)
 

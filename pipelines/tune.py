@@ -27,7 +27,15 @@ from annlab import names, tracking, tune
 from annlab.config import ConfigError, run_name, validate
 from annlab.names import Status
 from annlab.rules import RULES
-from pipelines.sweep import SIZE_ENV, check_cluster, expand, quoted
+from pipelines.sweep import (
+    SIZE_ENV,
+    check_cluster,
+    close_children,
+    expand,
+    quoted,
+    stop,
+    stop_reason,
+)
 
 PARENT_ATTR = "annlab.mlflow_parent_run_id"  # the study's user attribute naming its MLflow run
 
@@ -104,11 +112,8 @@ def run_study(sweeper, arguments: list[str]) -> list[Any]:
         except tracking.TrackingError as err:  # the store went away: it says what is left
             sys.exit(f"error: {err}")
         except BaseException as err:
-            reason = received[0] if received else (
-                getattr(err, "reason", "interrupted (Ctrl-C)")
-                if isinstance(err, KeyboardInterrupt)
-                else f"the study stopped: {tracking.first_line(err)}")
-            _abandon(experiment, study, asked, parent, parent_name, reason)
+            _abandon(experiment, study, asked, parent, parent_name,
+                     stop_reason(err, received, "study"))
     return launched
 
 
@@ -175,24 +180,14 @@ def _abandon(experiment: tracking.Experiment, study, asked: list, parent: tracki
     KILLED; the parent too unless other workers still run trials."""
     for trial in asked:
         tune.retry(study, trial.number)
-    try:
-        experiment.store.check_reachable("its runs left RUNNING are closed the next time "
-                                         "annlab opens the store; rerun the same command then")
-    except tracking.TrackingError as err:
-        sys.exit(f"error: {reason}: {err}")
-    closed = experiment.close_stale_children(parent.run_id, f"{reason}; the study stopped")
-    lines = [f"{reason}: closed as KILLED:"]
-    lines += [f"  {r.run_name} ({r.run_id})" for r in closed]
+    lines = close_children(experiment, parent, reason, "study")
     if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         parent.share()
         lines.append(f"  (the parent {parent_name} stays open: other workers run trials)")
     else:
         parent.end(Status.KILLED, f"{reason} before the study's summary")
         lines.append(f"  {parent_name} ({parent.run_id}), the study's parent")
-    lines.append("rerun the same command to resume: finished trials count, interrupted ones "
-                 "are asked again")
-    print("\n".join(lines), file=sys.stderr, flush=True)
-    sys.exit(130)
+    stop(lines, "finished trials count, interrupted ones are asked again")
 
 
 def summarise_if_done(experiment: tracking.Experiment, study, parent: tracking.Run,
