@@ -28,8 +28,14 @@ def compose_cfg():
 
 @pytest.fixture(scope="session")
 def store_uri(tmp_path_factory) -> str:
-    """One sqlite store per test process; tests keep apart by experiment name."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    """One sqlite store per test process; tests keep apart by experiment name. Created by
+    annlab up front: tests poll it with raw MLflow clients while their subprocesses run, and a
+    raw client creating a store builds its schema in place, racing anyone else."""
+    from annlab import tracking
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    tracking.connect(uri)
+    return uri
 
 
 @pytest.fixture(autouse=True, scope="session")

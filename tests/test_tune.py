@@ -12,10 +12,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from annlab import tune
+from annlab import tracking, tune
 from annlab.config import ConfigError
 from pipelines.tune import check_space
 
@@ -115,7 +114,9 @@ def _tune(tmp_path, *overrides, popen=False, name="s"):
 
 
 def _runs(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # Through annlab, which creates a missing store whole: this polls while a study starts,
+    # and a raw MLflow client would build the schema in place, racing the study's own creation.
+    client = tracking.connect(f"sqlite:///{tmp_path / 'mlflow.db'}").client
     exp = client.get_experiment_by_name("annlab")
     runs = [] if exp is None else client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "annlab.study" in r.data.tags
