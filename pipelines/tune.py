@@ -86,7 +86,7 @@ def run_study(sweeper, arguments: list[str]) -> list[Any]:
     except (ConfigError, tracking.TrackingError) as err:
         sys.exit(f"error: {err}")
     tune.fail_stale(study)
-    tune.sampler_and_pruner(base.tune, study)
+    tune.sampler_and_pruner(base.tune, study, created)
     parent, parent_name = _parent(experiment, study, created, base.tune, url)
     t = base.tune
     print(f"{'starting' if created else 'joining'} study {t.study!r} ({url}): {t.n_trials} "

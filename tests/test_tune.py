@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow.artifacts
 import optuna
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -89,6 +91,19 @@ def test_suggestions_follow_the_space_and_the_same_seed_proposes_the_same_config
         assert 2 <= values["model.hidden_nodes"] <= 16
         assert 0.01 <= values["train.learning_rate"] <= 10.0
         assert 1e-4 <= values["train.reg_lambda"] <= 1.0
+
+
+def test_workers_joining_a_study_do_not_propose_the_creators_configs(compose_cfg, tmp_path):
+    """Two workers started together both find an empty study: the same seed would have them
+    ask the same values trial for trial."""
+    cfg = compose_cfg(["tune=default", "tune.study=s"])
+
+    def first_values(created):
+        study, _ = tune.open_study(cfg.tune, f"sqlite:///{tmp_path / f'{created}.db'}")
+        tune.sampler_and_pruner(cfg.tune, study, created)
+        return [tune.suggest(study.ask(), cfg.tune) for _ in range(3)]
+
+    assert first_values(True) != first_values(False)
 
 
 def test_surplus_trials_of_a_shared_study_are_not_run(compose_cfg, tmp_path):
@@ -205,6 +220,26 @@ def test_a_study_resumes_after_sigterm_without_counting_a_trial_twice(tmp_path, 
 
 
 @pytest.mark.slow
+def test_every_trial_is_a_run_of_its_own_even_when_its_values_repeat(tmp_path):
+    """A sweep skips a config it has finished; a study must not: its trials are its samples."""
+    point = ["tune.space.model.activation.choices=[tanh]", "~tune.space.model.hidden_nodes",
+             "~tune.space.train"]  # one value to sample: every trial the same config
+    out = _tune(tmp_path, "tune.n_trials=3", "tune.pruner.name=median",
+                "tune.pruner.startup_trials=100", *point)
+    assert out.returncode == 0, out.stderr
+    _, (parent,), trials = _runs(tmp_path)
+    assert sorted(int(t.data.tags["annlab.trial"]) for t in trials) == [0, 1, 2]
+    assert len({t.info.run_id for t in trials}) == 3
+    assert all(t.info.status == "FINISHED" for t in trials)
+    assert len({t.data.tags["annlab.config_hash"] for t in trials}) == 1  # one config, 3 runs
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=parent.info.run_id, artifact_path="trials.csv",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    assert table["run_id"].notna().all() and set(table["run_id"]) == \
+        {t.info.run_id for t in trials}
+
+
+@pytest.mark.slow
 def test_two_workers_share_one_study_and_run_exactly_n_trials(tmp_path):
     procs = [_tune(tmp_path, "tune.n_trials=7", popen=True) for _ in range(2)]
     outs = [p.communicate(timeout=900) for p in procs]
@@ -213,6 +248,7 @@ def test_two_workers_share_one_study_and_run_exactly_n_trials(tmp_path):
     run = [t for t in study.trials if not t.user_attrs.get(tune.SURPLUS_ATTR)]
     assert len(run) == 7 and sorted(t.number for t in run) == sorted({t.number for t in run})
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in run)
+    assert len({tuple(sorted(t.params.items())) for t in run}) == 7  # no worker echoes another
     _, parents, trials = _runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(trials) == 7

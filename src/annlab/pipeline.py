@@ -126,13 +126,15 @@ def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
     uri = tracking.resolve_uri(cfg.tracking.uri, cfg.paths.store)
     experiment = tracking.open(uri, cfg.tracking.experiment)
     name, chash, parent = run_name(cfg), config_hash(cfg), cfg.tracking.parent_run_id
-    if parent and (done := experiment.finished_child(parent, chash)):
+    trial = {names.STUDY: cfg.tune.study, names.TRIAL: cfg.tune.trial} if (
+        cfg.get("tune") is not None and cfg.tune.trial is not None) else {}
+    # A resumed sweep does not run a config again; every trial of a study is a run of its own,
+    # even one whose sampled values repeat another's.
+    if parent and not trial and (done := experiment.finished_child(parent, chash)):
         return RunResult(done.run_id, name, experiment.id, uri,
                          {k: done.metrics.get(k, float("nan")) for k in training.FINAL_METRICS},
                          skipped=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trial = {names.STUDY: cfg.tune.study, names.TRIAL: cfg.tune.trial} if (
-        cfg.get("tune") is not None and cfg.tune.trial is not None) else {}
     with experiment.start_run(name, provenance.collect(chash, entry_point), parent_run_id=parent,
                               sweep=cfg.tracking.sweep, tags=trial) as run:
         run.log_params(flatten(cfg))

@@ -9,6 +9,7 @@ process died is failed by Optuna's heartbeat and asked again, never counted twic
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -142,14 +143,18 @@ def open_study(tune: DictConfig, url: str) -> tuple[optuna.Study, bool]:
         return optuna.load_study(study_name=tune.study, storage=store), False
 
 
-def sampler_and_pruner(tune: DictConfig, study: optuna.Study) -> None:
+def sampler_and_pruner(tune: DictConfig, study: optuna.Study, created: bool = True) -> None:
     """Set the study's sampler (seeded) and pruner from the config.
 
-    The seed is offset by the trials the study already has, so that a resumed or second
-    worker does not propose the first worker's configs again; a fresh study with one worker
-    proposes the same sequence for the same seed.
+    The process that creates a study seeds its sampler from ``tune.seed``: one worker on a
+    fresh study proposes the same sequence for the same seed. A process that joins or resumes
+    a study draws a seed of its own (the seed, the trials so far and the process): two workers
+    started together both see an empty study, and the same seed would have them propose the
+    same configs. Which worker asks which trial depends on timing anyway.
     """
-    seed = int(hashlib.sha256(f"{tune.seed}:{len(study.trials)}".encode()).hexdigest()[:8], 16)
+    salt = "" if created else f":{os.getpid()}:{time.time_ns()}"
+    seed = int(hashlib.sha256(f"{tune.seed}:{len(study.trials)}{salt}".encode()
+                              ).hexdigest()[:8], 16)
     study.sampler = (optuna.samplers.TPESampler(seed=seed) if tune.sampler == "tpe"
                      else optuna.samplers.RandomSampler(seed=seed))
     study.pruner = pruner(tune)
