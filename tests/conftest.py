@@ -91,3 +91,27 @@ def fast_cfg(compose_cfg, store_uri, experiment):
         return compose_cfg([*FAST, f"tracking.uri={store_uri}",
                             f"tracking.experiment={experiment}", *overrides])
     return _make
+
+
+@pytest.fixture
+def global_tracking_uri():
+    """global_tracking_uri(uri): a context in which MLflow's global tracking URI (what
+    ``runs:/`` URIs resolve through) is ``uri``. Afterwards no global URI is left set, so MLflow
+    reads MLFLOW_TRACKING_URI again, as it was: a global left set would outrank it for every
+    later test in this process."""
+    import contextlib
+    import os
+
+    import mlflow
+
+    @contextlib.contextmanager
+    def _use(uri: str):
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(None)  # unsets the global and the variable
+            if previous is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = previous
+    return _use

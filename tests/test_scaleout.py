@@ -145,19 +145,8 @@ def server_run(server, compose_cfg, tmp_path_factory):
     return cfg, run_experiment(cfg, overrides, tmp_path_factory.mktemp("scaleout-run"))
 
 
-@contextlib.contextmanager
-def global_tracking_uri(uri: str):
-    """MLflow's global URI (and the MLFLOW_TRACKING_URI it exports), restored after."""
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
 def test_a_run_and_a_sweep_log_through_the_server_into_postgresql(
-        live_server, server_run, postgres, tmp_path, experiment):
+        live_server, server_run, postgres, tmp_path, experiment, global_tracking_uri):
     server = live_server
     cfg, result = server_run
     client = MlflowClient(server.url)

@@ -102,7 +102,8 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_run_tracks_into_an_mlflow_server(mlflow_server, fast_cfg, tmp_path, monkeypatch):
+def test_a_run_tracks_into_an_mlflow_server(mlflow_server, fast_cfg, tmp_path,
+                                            global_tracking_uri):
     import mlflow.pyfunc
 
     from annlab.pipeline import run_experiment
@@ -114,8 +115,8 @@ def test_a_run_tracks_into_an_mlflow_server(mlflow_server, fast_cfg, tmp_path, m
         client.get_metric_history(result.run_id, "val_loss")) == 60
     assert {a.path for a in client.list_artifacts(result.run_id, "figures")} >= {
         "figures/boundary.gif", "figures/misclassification.png"}
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # for runs:/ to resolve
-    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    with global_tracking_uri(mlflow_server):  # runs:/ resolves through MLflow's global URI
+        model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
     assert model.predict(np.array([[-1.0, 0.5]])).tolist() == [0]
 
 
