@@ -67,8 +67,8 @@ def sweep_job(cfg: DictConfig, hc) -> dict:
     from pipelines.sweep import SIZE_ENV
 
     start, label = time.perf_counter(), run_name(cfg)
-    progress = f"[{hc.job.num + 1}/{os.environ.get(SIZE_ENV, '?')}] {label:<20}"
     trial = cfg.get("tune") is not None and cfg.tune.trial_id is not None
+    progress = f"[{hc.job.num + 1}/{os.environ.get(SIZE_ENV, '?')}] {label:<{30 if trial else 20}}"
     try:
         stop = None
         if trial:
