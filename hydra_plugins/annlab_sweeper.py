@@ -7,11 +7,15 @@ annotations``: Hydra executes plugin modules without registering them, and the d
 then cannot resolve string annotations.)
 """
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -35,6 +39,47 @@ ConfigStore.instance().store(group="hydra/sweeper", name="annlab_tune", node=Tun
                              provider="annlab")
 
 
+def compose_jobs(loader, master: DictConfig, points: Sequence[Sequence[str]]
+                 ) -> list[DictConfig]:
+    """Each point's job config (without the ``hydra`` node), as its launcher will compose it.
+
+    Composing through Hydra's config loader costs ~70 ms a job. A point that only sets values
+    (no config group, no ``hydra.`` key, no package) gets the same config from Hydra's own last
+    step instead: its overrides applied to the composed base, as Hydra applies value overrides
+    after composing the defaults list. Other points are composed in full.
+    """
+    repository = getattr(loader, "repository", None)
+    parser = OverridesParser.create()
+    base: DictConfig | None = None
+    configs = []
+    for point in points:
+        parsed = parser.parse_overrides(list(point))
+        if repository is None or not all(_sets_a_value(o, repository) for o in parsed):
+            configs.append(_without_hydra(loader.load_sweep_config(master, list(point))))
+            continue
+        if base is None:
+            base = _without_hydra(loader.load_sweep_config(master, []))
+        cfg = copy.deepcopy(base)
+        ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
+        configs.append(cfg)
+    return configs
+
+
+def _sets_a_value(override: Override, repository) -> bool:
+    """Hydra's own test (its defaults list) for an override it applies to the composed config
+    rather than to the defaults list; ``hydra.`` keys and packages are left to Hydra."""
+    return (not override.is_hydra_override() and override.package is None
+            and not override.is_sweep_override()
+            and (isinstance(override.value(), dict)
+                 or not repository.group_exists(override.key_or_group)))
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
 class GridSweeper(Sweeper):
     """Every combination of the comma-separated values in ``params`` and on the command line,
     as one tracked, resumable sweep (see :mod:`pipelines.sweep`)."""
@@ -53,10 +98,10 @@ class GridSweeper(Sweeper):
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         """A job's config (without the ``hydra`` node), composed as its launcher will."""
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(cfg):
-            del cfg["hydra"]
-        return cfg
+        return compose_jobs(self.hydra_context.config_loader, self.config, [overrides])[0]
+
+    def compose_all(self, points: Sequence[Sequence[str]]) -> list[DictConfig]:
+        return compose_jobs(self.hydra_context.config_loader, self.config, points)
 
     def launch(self, jobs: Sequence[Sequence[str]], first_index: int = 0) -> Sequence[Any]:
         return self.launcher.launch(jobs, initial_job_idx=first_index)

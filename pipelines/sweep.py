@@ -103,7 +103,7 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     uri = tracking.resolve_uri(config.tracking.uri, config.paths.store)
     warming = warm_up(config, uri)
     points, swept = expand(arguments)
-    configs = [sweeper.compose(point) for point in points]
+    configs = sweeper.compose_all(points)
     try:
         for cfg in configs:
             validate(cfg)

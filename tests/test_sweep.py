@@ -152,7 +152,7 @@ def test_ctrl_c_closes_every_run_and_prints_a_line_per_run_no_traceback(tmp_path
             time.sleep(0.3)
         time.sleep(1.0)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole group
-        stderr = proc.communicate(timeout=120)[1]
+        stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -163,7 +163,7 @@ def test_ctrl_c_closes_every_run_and_prints_a_line_per_run_no_traceback(tmp_path
     assert lines[-1].startswith("rerun the same command to resume")
     closed = "\n".join(lines)
     for run in parents + kids:  # a line for each run, whichever process closed it
-        assert run.info.run_id in closed or run.info.run_name in stderr + proc.stdout.read()
+        assert run.info.run_id in closed or run.info.run_name in stderr + stdout
 
 
 def _writer(uri, k, steps):

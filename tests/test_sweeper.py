@@ -1,0 +1,82 @@
+"""annlab's Hydra sweeper composes every job as its launcher will, quicker for value-only points."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf, open_dict
+
+import pipelines  # noqa: F401  (the schema)
+from hydra_plugins.annlab_sweeper import compose_jobs
+from pipelines.sweep import expand
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture
+def loader_and_master():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        master = compose(config_name="config", overrides=["sweep=default", "train.epochs=300"],
+                         return_hydra_config=True)
+        yield GlobalHydra.instance().config_loader(), master
+
+
+def _full(loader, master, point):
+    cfg = loader.load_sweep_config(master, list(point))
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def _outcome(compose_one, *args):
+    """The config composed, or the error composing it raised."""
+    try:
+        return compose_one(*args)
+    except Exception as err:  # Hydra raises more than its ConfigCompositionException
+        return f"{type(err).__name__}: {err}"
+
+
+def test_every_job_config_equals_hydras_own_composition(loader_and_master, monkeypatch):
+    loader, master = loader_and_master
+    grid, _ = expand([f"{k}={v}" for k, v in master.hydra.sweeper.params.items()])
+    grid = [[*p, "train.epochs=300"] for p in grid]
+    composed = []
+    with monkeypatch.context() as m:  # count Hydra's full compositions
+        m.setattr(loader, "load_sweep_config", lambda master, overrides: composed.append(
+            overrides) or type(loader).load_sweep_config(loader, master, overrides))
+        fast_grid = compose_jobs(loader, master, grid)
+    assert composed == [[]]  # the base, once: the grid's 27 points only set values
+    for point, fast in zip(grid, fast_grid):
+        assert OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(_full(loader, master, point))
+    for point in [
+        [],                                                   # the baseline
+        ["seed=3", "data.noise=0.3", "plot.fps=5.5"],         # values of several types
+        ["experiment=figure2", "train.epochs=20"],            # a config group: composed in full
+        ["train=gd", "model.hidden_nodes=[4,3]"],             # a group and a list value
+        ["+tune.study=x"],                                    # an add (refused by both)
+        ["+train.momentum=0.9"],                              # an add to a typed node
+        ["~data.noise"],                                      # a delete
+        ["train.learning_rate=${train.reg_lambda}"],          # an interpolation
+    ]:
+        full = _outcome(_full, loader, master, point)
+        fast = _outcome(compose_jobs, loader, master, [["seed=1"], point])
+        fast = fast if isinstance(fast, str) else fast[1]
+        if isinstance(full, str):
+            assert fast == full, point
+            continue
+        assert OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(full), point
+        assert OmegaConf.to_container(fast, resolve=True) == \
+            OmegaConf.to_container(full, resolve=True), point
+        assert OmegaConf.is_struct(fast) and OmegaConf.is_struct(full), point
+
+
+@pytest.mark.parametrize("point", [["model.activaton=tanh"], ["train.epochs=many"]])
+def test_a_bad_override_fails_as_hydra_fails_it(loader_and_master, point):
+    loader, master = loader_and_master
+    with pytest.raises(ConfigCompositionException) as full:
+        _full(loader, master, point)
+    with pytest.raises(ConfigCompositionException) as fast:
+        compose_jobs(loader, master, [["seed=1"], point])
+    assert str(fast.value) == str(full.value)
