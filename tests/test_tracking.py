@@ -142,6 +142,41 @@ def test_processes_opening_a_new_store_at_once_all_succeed_and_leave_it_whole(tm
     assert not list((tmp_path / "new").glob(".*.new"))  # no half-built leftovers
 
 
+def _log_same_data(uri, experiment, barrier):
+    with tracking.open(uri, experiment).start_run("r") as run:
+        X, y = np.arange(20.0).reshape(10, 2), np.arange(10) % 2
+        barrier.wait()  # both look the datasets up before either inserts them
+        run.log_datasets("moons", {"train": (X, y), "validation": (X[:4], y[:4])},
+                         {"train": "d1", "validation": "d2"}, {"seed": 0})
+
+
+@pytest.mark.slow
+def test_runs_logging_the_same_data_at_once_both_record_it(tmp_path):
+    """A sweep's first jobs log identical datasets together: MLflow's look-up-then-insert lets
+    both miss them, and the later insert broke a uniqueness constraint (a FAILED config)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # this process never opens the store: fork-safe
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for round_ in range(3):  # without the retry, every round failed one of the two
+        experiment = f"same-data-{round_}"
+        barrier = ctx.Barrier(2)
+        procs = [ctx.Process(target=_log_same_data, args=(uri, experiment, barrier))
+                 for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+        assert [p.exitcode for p in procs] == [0, 0]
+    client = MlflowClient(uri)
+    for round_ in range(3):
+        exp = client.get_experiment_by_name(f"same-data-{round_}")
+        runs = client.search_runs([exp.experiment_id])
+        assert [r.info.status for r in runs] == ["FINISHED"] * 2
+        for run in runs:
+            assert sorted(i.dataset.digest for i in run.inputs.dataset_inputs) == ["d1", "d2"]
+
+
 def test_bad_stores_are_refused_in_one_line_within_seconds(tmp_path, store_uri):
     import shutil
 

@@ -238,6 +238,12 @@ def _open_sqlite(db: Path, uri: str) -> None:
                             "tracking.uri / MLFLOW_TRACKING_URI to another store") from err
 
 
+def _duplicate_row(err: BaseException) -> bool:
+    """A uniqueness violation, as sqlite, PostgreSQL or a server relaying them word it."""
+    text = str(err).lower()
+    return any(m in text for m in ("unique constraint", "uniqueviolation", "duplicate key"))
+
+
 def first_line(err: BaseException) -> str:
     """An exception in one line, for messages."""
     text = getattr(err, "message", None) or str(err) or type(err).__name__
@@ -513,7 +519,16 @@ class Run:
                               digest=digests[context])
             inputs.append(DatasetInput(Dataset(**data.to_dict()),
                                        [InputTag(names.DATASET_CONTEXT, context)]))
-        self.client.log_inputs(self.run_id, datasets=inputs)
+        try:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+        except MlflowException as err:
+            # MLflow's store looks each dataset up, then inserts the missing ones: two runs
+            # logging the same data at once (a sweep's first jobs) both miss it, and the later
+            # insert breaks the uniqueness of (experiment, name, digest) and is rolled back.
+            # The dataset exists now, so the same call links it.
+            if not _duplicate_row(err):
+                raise
+            self.client.log_inputs(self.run_id, datasets=inputs)
 
     def log_model(self, weights: Path, input_example, output_example,
                   metrics: Mapping[str, float]) -> str:
