@@ -2,7 +2,10 @@
 
 A Hydra ``Sweeper`` through Hydra's public plugin interface: it composes jobs with Hydra's own
 config loader and runs them with whichever launcher is configured (basic, joblib, ray). What
-the sweep does with them lives in :mod:`pipelines.sweep`. (No ``from __future__ import
+the sweep does with them lives in :mod:`pipelines.sweep`. One shortcut reaches inside Hydra:
+:func:`compose_jobs` applies value-only overrides with the loader's own override step
+(hydra-core is pinned in requirements.lock; tests/test_sweeper.py holds it equal to the full
+composition). (No ``from __future__ import
 annotations``: Hydra executes plugin modules without registering them, and the dataclass below
 then cannot resolve string annotations.)
 """
@@ -60,7 +63,10 @@ def compose_jobs(loader, master: DictConfig, points: Sequence[Sequence[str]]
         if base is None:
             base = _without_hydra(loader.load_sweep_config(master, []))
         cfg = copy.deepcopy(base)
-        ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
+        except Exception:  # Hydra's full composition has the last word, error included
+            cfg = _without_hydra(loader.load_sweep_config(master, list(point)))
         configs.append(cfg)
     return configs
 
