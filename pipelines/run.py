@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -80,6 +81,7 @@ def sweep_job(cfg: DictConfig, hc) -> dict:
                                 stop=stop)
     except Exception as err:  # recorded as FAILED by the run itself; the sweep goes on
         print(f"{progress} FAILED  {err}", flush=True)
+        _settle()
         return {"status": Status.FAILED, "error": str(err)}
     except KeyboardInterrupt as err:  # recorded as KILLED; the launching process stops
         print(f"{progress} KILLED  {getattr(err, 'reason', 'interrupted')}", flush=True)
@@ -92,9 +94,24 @@ def sweep_job(cfg: DictConfig, hc) -> dict:
     # What the summary shows of this config, handed back with the result so that the launching
     # process need not read it from the store again (a job of an earlier attempt has none).
     final = result.figures.get("boundary_final")
+    _settle()
     return {"status": Status.FINISHED, **result.scores, "run_id": result.run_id,
             "value": 1.0 - result.scores["val_accuracy"], "pruned_at": result.stopped_at,
             "val_curve": result.val_curve, "boundary_final": final.read_bytes() if final else None}
+
+
+_settled = False
+
+
+def _settle() -> None:
+    """After a process's first job: what it imported and set up stays for every later job, so
+    freeze it out of the garbage collector (joblib's workers collect after every job longer than
+    a second: ~0.2 s a job through those objects; later jobs' garbage is still collected)."""
+    global _settled
+    if not _settled:
+        _settled = True
+        gc.collect()
+        gc.freeze()
 
 
 _finished_alone = False  # a single run finished: nothing of it is left to close
