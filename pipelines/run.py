@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -22,7 +21,7 @@ from omegaconf import DictConfig
 from annlab.config import ConfigError, run_name
 from annlab.names import Status
 from annlab.tracking import TrackingError
-from pipelines import fail
+from pipelines import fail, freeze_what_stays
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -104,14 +103,11 @@ _settled = False
 
 
 def _settle() -> None:
-    """After a process's first job: what it imported and set up stays for every later job, so
-    freeze it out of the garbage collector (joblib's workers collect after every job longer than
-    a second: ~0.2 s a job through those objects; later jobs' garbage is still collected)."""
+    """After a process's first job, what it imported and set up stays for every later job."""
     global _settled
     if not _settled:
         _settled = True
-        gc.collect()
-        gc.freeze()
+        freeze_what_stays()
 
 
 _finished_alone = False  # a single run finished: nothing of it is left to close

@@ -13,7 +13,6 @@ parent and every orphaned child as KILLED and says how to resume.
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import ipaddress
 import itertools
@@ -33,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from annlab import names, sweep, tracking
 from annlab.config import ConfigError, config_hash, run_name, split_sizes, validate
 from annlab.names import Status
+from pipelines import freeze_what_stays
 
 SIZE_ENV = "ANNLAB_SWEEP_SIZE"  # set in each job by Hydra (hydra.job.env_set), for progress
 
@@ -90,11 +90,7 @@ def _prepare_worker(uri: str) -> int:
     import pipelines.run  # noqa: F401
 
     tracking.connect(uri)  # the process keeps its client: a job's first store access is paid
-    # joblib's workers (loky, without psutil) collect garbage after every job that took over a
-    # second: through the ~390,000 objects the imports made, 0.23 s a job. Frozen, those are
-    # left out of every collection; what the jobs make is still collected.
-    gc.collect()
-    gc.freeze()
+    freeze_what_stays()
     return os.getpid()
 
 
@@ -103,7 +99,7 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     uri = tracking.resolve_uri(config.tracking.uri, config.paths.store)
     warming = warm_up(config, uri)
     points, swept = expand(arguments)
-    configs = sweeper.compose_all(points)
+    *configs, baseline = sweeper.compose_all([*points, []])  # the default config, too
     try:
         for cfg in configs:
             validate(cfg)
@@ -112,7 +108,6 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     hashes = [config_hash(cfg) for cfg in configs]
     if len(set(hashes)) < len(configs):
         sys.exit("error: the sweep repeats a config; each grid point must differ")
-    baseline = sweeper.compose([])
     run_names = [run_name(cfg, baseline) for cfg in configs]
     # A grid over a key that names leave out: tell its runs apart by their config hash.
     run_names = [f"{n}-{h[:6]}" if run_names.count(n) > 1 else n
@@ -216,10 +211,7 @@ def summarise(experiment: tracking.Experiment, parent: tracking.Run, parent_name
     in_order = sweep.grid_order(finished)
     store = experiment.store
     figures = [sweep.plot_heatmaps(table, out / names.SWEEP_FIGURE_FILES["heatmaps"])]
-    curves = {r.run_name: pd.Series(results[r.run_id]["val_curve"],
-                                    index=range(1, len(results[r.run_id]["val_curve"]) + 1))
-              if results.get(r.run_id, {}).get("val_curve")
-              else store.run(r.run_id).metric_history("val_misclassification")
+    curves = {r.run_name: _val_curve(store.run(r.run_id), results.get(r.run_id))
               for r in in_order.itertuples()}
     figures.append(sweep.plot_curves(curves, out / names.SWEEP_FIGURE_FILES["curves"]))
     with tempfile.TemporaryDirectory() as tmp:
@@ -246,6 +238,13 @@ def summarise(experiment: tracking.Experiment, parent: tracking.Run, parent_name
           f"{names.SWEEP_SUMMARY_FILE}; browse with `make ui`", flush=True)
     if reason:
         sys.exit(f"error: {reason}")
+
+
+def _val_curve(run: tracking.Run, result: dict | None) -> pd.Series:
+    if result and result.get("val_curve"):
+        curve = result["val_curve"]
+        return pd.Series(curve, index=range(1, len(curve) + 1))
+    return run.metric_history("val_misclassification")
 
 
 def _final_boundary(run: tracking.Run, result: dict | None, dst: Path) -> Path:

@@ -9,7 +9,6 @@ process died is failed by Optuna's heartbeat and asked again, never counted twic
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -148,13 +147,12 @@ def sampler_and_pruner(tune: DictConfig, study: optuna.Study, created: bool = Tr
 
     The process that creates a study seeds its sampler from ``tune.seed``: one worker on a
     fresh study proposes the same sequence for the same seed. A process that joins or resumes
-    a study draws a seed of its own (the seed, the trials so far and the process): two workers
-    started together both see an empty study, and the same seed would have them propose the
-    same configs. Which worker asks which trial depends on timing anyway.
+    a study lets Optuna seed its sampler at random: two workers started together both see an
+    empty study, and the same seed would have them propose the same configs. Which worker asks
+    which trial depends on timing anyway.
     """
-    salt = "" if created else f":{os.getpid()}:{time.time_ns()}"
-    seed = int(hashlib.sha256(f"{tune.seed}:{len(study.trials)}{salt}".encode()
-                              ).hexdigest()[:8], 16)
+    seed = int(hashlib.sha256(f"{tune.seed}:{len(study.trials)}".encode()).hexdigest()[:8],
+               16) if created else None  # None: Optuna seeds it at random
     study.sampler = (optuna.samplers.TPESampler(seed=seed) if tune.sampler == "tpe"
                      else optuna.samplers.RandomSampler(seed=seed))
     study.pruner = pruner(tune)
