@@ -35,6 +35,7 @@ from pipelines.sweep import (
     quoted,
     stop,
     stop_reason,
+    warm_up,
 )
 
 PARENT_ATTR = "annlab.mlflow_parent_run_id"  # the study's user attribute naming its MLflow run
@@ -81,6 +82,7 @@ def run_study(sweeper, arguments: list[str]) -> list[Any]:
         uri = tracking.resolve_uri(base.tracking.uri, base.paths.store)
         url = tune.storage_url(base.tune, base.paths.study_store, uri)
         check_cluster(config, uri)
+        warming = warm_up(config, uri)
         experiment = tracking.open(uri, base.tracking.experiment)
         study, created = tune.open_study(base.tune, url)
     except (ConfigError, tracking.TrackingError) as err:
@@ -98,6 +100,9 @@ def run_study(sweeper, arguments: list[str]) -> list[Any]:
         try:
             while asked := _ask(study, t, parallel(config)):
                 jobs = [_job(points[0], study, trial, base, parent, uri, url) for trial in asked]
+                if warming is not None:
+                    warming.join()  # one user of the worker pool at a time
+                    warming = None
                 returns = sweeper.launch(jobs, first_index=asked[0].number)
                 for trial, ret in zip(asked, returns):
                     _tell(study, trial, ret)
