@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import ipaddress
 import itertools
 import os
@@ -94,6 +95,17 @@ def warm_up(config: DictConfig, uri: str) -> threading.Thread | None:
     return thread
 
 
+def import_meanwhile(*modules: str) -> None:
+    """Import ``modules`` in a daemon thread: what the summary needs loads while the jobs run,
+    not after them (~0.3 s off a sweep's summary; ~0.4 s off a study's)."""
+    def run() -> None:
+        for module in modules:
+            with contextlib.suppress(Exception):  # the summary imports it again, and says
+                importlib.import_module(module)
+
+    threading.Thread(target=run, name="summary-imports", daemon=True).start()
+
+
 def _prepare_worker(uri: str) -> int:
     import annlab.pipeline  # noqa: F401  (what every job imports)
     import pipelines.run  # noqa: F401
@@ -147,6 +159,7 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
         warming.join()  # one user of the worker pool at a time
     with tracking.interrupts() as received, parent.heartbeat():
         try:
+            import_meanwhile("matplotlib.figure", "matplotlib.backends.backend_agg")
             returns = sweeper.launch(jobs)
             experiment.store.check_reachable("the sweep's summary is not written; rerun the "
                                              "same command once it answers")

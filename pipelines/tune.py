@@ -32,6 +32,7 @@ from pipelines.sweep import (
     check_cluster,
     close_children,
     expand,
+    import_meanwhile,
     quoted,
     stop,
     stop_reason,
@@ -103,6 +104,8 @@ def run_study(sweeper, arguments: list[str]) -> list[Any]:
                 if warming is not None:
                     warming.join()  # one user of the worker pool at a time
                     warming = None
+                if not launched:  # the summary's figures, while the first trials run
+                    import_meanwhile("matplotlib.pyplot", "optuna.visualization.matplotlib")
                 returns = sweeper.launch(jobs, first_index=asked[0].number)
                 for trial, ret in zip(asked, returns):
                     _tell(study, trial, ret)

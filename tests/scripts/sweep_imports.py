@@ -1,6 +1,6 @@
 """Run `pipelines.run` (a sweep with the joblib launcher) and print, as JSON on the last line,
-which heavy libraries the launching process had imported when it launched the jobs and at
-the end. Used by tests/test_sweep.py.
+which heavy libraries the launching process had imported when it handed over to the jobs and
+at the end. Used by tests/test_sweep.py.
 
     python tests/scripts/sweep_imports.py sweep=default ...
 """
@@ -9,25 +9,25 @@ import json
 import runpy
 import sys
 
-import joblib
+import pipelines.sweep
 
 HEAVY = {"sklearn", "matplotlib"}
 seen: dict[str, list[str]] = {}
-run_jobs = joblib.Parallel.__call__
+import_meanwhile = pipelines.sweep.import_meanwhile
 
 
 def _heavy() -> list[str]:
     return sorted({name.split(".")[0] for name in sys.modules} & HEAVY)
 
 
-def run_jobs_and_note(self, iterable):
+def launching(*modules: str) -> None:
+    # Called as the jobs are launched: from here on, the summary's modules load in the
+    # background while the jobs run.
     seen["at launch"] = _heavy()
-    return run_jobs(self, iterable)
+    import_meanwhile(*modules)
 
 
-# Hydra's joblib launcher runs its jobs through joblib.Parallel (Hydra loads launcher plugins
-# as unregistered modules, so the launcher class itself cannot be instrumented).
-joblib.Parallel.__call__ = run_jobs_and_note
+pipelines.sweep.import_meanwhile = launching
 
 sys.argv = ["pipelines.run", *sys.argv[1:]]
 try:  # as `python -m pipelines.run ...` (Hydra finds conf/ relative to the main module)
