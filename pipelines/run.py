@@ -20,15 +20,16 @@ from omegaconf import DictConfig
 
 from annlab.config import ConfigError, run_name
 from annlab.names import Status
-from annlab.tracking import TrackingError
 from pipelines import fail, freeze_what_stays
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    # Imported here, not above: a sweep's launching process needs neither (nor scikit-learn).
+    # Imported here, not above: a sweep's launching process needs neither (nor scikit-learn),
+    # and starts its workers' fork server before it imports MLflow.
     from annlab.network import DivergenceError
     from annlab.pipeline import run_experiment
+    from annlab.tracking import TrackingError
 
     hc = HydraConfig.get()
     if hc.mode == RunMode.MULTIRUN:

@@ -66,21 +66,14 @@ def warm_up(config: DictConfig, uri: str) -> threading.Thread | None:
     start overlaps the launching process's own checks instead of following them; joblib reuses
     the same worker pool for the launch (same arguments).
 
-    The workers fork from a server process that imported what a job needs once (the
-    "forkserver" start method, which loky supports), instead of each starting a fresh
-    interpreter and importing it again (~3 s of CPU apiece, with the launching process on the
-    same cores). A forked worker then only opens the store."""
+    The workers fork from the server :func:`pipelines.serve_forks` started, which imported what
+    a job needs; a forked worker then only opens the store."""
     launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
     if not str(launcher.pop("_target_", "")).endswith("JoblibLauncher"):
         return None
-    import multiprocessing
-
     from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
     from joblib import Parallel, delayed
-    from joblib.externals.loky.backend.context import set_start_method
 
-    multiprocessing.set_forkserver_preload(["annlab.pipeline"])  # not the store: no sockets
-    set_start_method("forkserver", force=True)
     launcher["backend"] = "loky"  # as the launcher sets it
     process_joblib_cfg(launcher)
     workers = launcher.get("n_jobs") or 1
