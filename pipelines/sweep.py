@@ -88,6 +88,14 @@ def warm_up(config: DictConfig, uri: str) -> threading.Thread | None:
     return thread
 
 
+def settle(warming: threading.Thread | None) -> None:
+    """Before stopping early: let the warm-up finish starting its workers. A worker still being
+    forked when this process exits would find the pool's semaphores gone and print a
+    traceback under the one-line error."""
+    if warming is not None:
+        warming.join(timeout=60)
+
+
 def import_meanwhile(*modules: str) -> None:
     """Import ``modules`` in a daemon thread: what the summary needs loads while the jobs run,
     not after them (~0.3 s off a sweep's summary; ~0.4 s off a study's)."""
@@ -111,7 +119,6 @@ def _prepare_worker(uri: str) -> int:
 def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     config: DictConfig = sweeper.config
     uri = tracking.resolve_uri(config.tracking.uri, config.paths.store)
-    warming = warm_up(config, uri)
     points, swept = expand(arguments)
     *configs, baseline = sweeper.compose_all([*points, []])  # the default config, too
     try:
@@ -133,12 +140,14 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     grid_hash = hashlib.sha256(",".join(sorted(grid)).encode()).hexdigest()[:16]
     parent_name = f"sweep-{name}-{grid_hash[:8]}"
     check_cluster(config, uri)
+    warming = warm_up(config, uri)  # once the configs passed their checks
     try:
         experiment = tracking.open(uri, config.tracking.experiment)
         parent, resumed = experiment.parent_run(
             {names.SWEEP: name, names.SWEEP_GRID: grid_hash}, parent_name, "pipelines/sweep.py",
             {names.SWEEP_SIZE: str(len(points))})
     except tracking.TrackingError as err:
+        settle(warming)
         sys.exit(f"error: {err}")
     jobs = [[*point, f"tracking.parent_run_id={parent.run_id}", f"tracking.uri={quoted(uri)}",
              f"tracking.run_name={quoted(label)}", f"+hydra.job.env_set.{SIZE_ENV}={len(points)}"]

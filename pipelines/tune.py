@@ -34,6 +34,7 @@ from pipelines.sweep import (
     expand,
     import_meanwhile,
     quoted,
+    settle,
     stop,
     stop_reason,
     warm_up,
@@ -76,6 +77,7 @@ def run_study(sweeper, arguments: list[str]) -> list[Any]:
         sys.exit(f"error: {', '.join(swept)}: make tune samples tune.space, it does not grid "
                  "comma-separated values (that is make sweep)")
     base = sweeper.compose(points[0])
+    warming = None
     try:
         validate(base)
         tune.validate(base.tune)
@@ -87,6 +89,7 @@ def run_study(sweeper, arguments: list[str]) -> list[Any]:
         experiment = tracking.open(uri, base.tracking.experiment)
         study, created = tune.open_study(base.tune, url)
     except (ConfigError, tracking.TrackingError) as err:
+        settle(warming)
         sys.exit(f"error: {err}")
     tune.fail_stale(study)
     tune.sampler_and_pruner(base.tune, study, created)

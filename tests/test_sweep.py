@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -209,6 +210,32 @@ def test_same_config_same_curves_under_basic_and_joblib(tmp_path):
     assert len(curves["basic"]) == 16
     assert curves["basic"] == curves["joblib"]  # float equality: bitwise
 
+
+
+@pytest.mark.parametrize("kind", ["sweep", "study"])
+def test_a_store_refused_while_the_workers_start_is_one_line(tmp_path, kind):
+    # With the joblib launcher the workers start as soon as the configs pass their checks,
+    # while the launching process opens the store. Here the store is a "server" that accepts
+    # connections and never answers (given up after annlab's 5 s), and the fork server starts
+    # 6 s late: a process that stopped then would leave its workers to be forked after it
+    # exited, to find the pool's semaphores gone and print tracebacks under its one line.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        args = (["sweep=default", *TINY] if kind == "sweep" else
+                ["tune=default", "train.epochs=8", f"paths.study_store=sqlite:///{tmp_path}/o.db"])
+        path = os.pathsep.join([str(REPO / "tests" / "scripts" / "slow_forkserver"),
+                                os.environ.get("PYTHONPATH", "")])
+        out = subprocess.run(
+            [sys.executable, "-m", "pipelines.run", *args, "hydra/launcher=joblib",
+             "hydra.launcher.n_jobs=2", f"tracking.uri={uri}",
+             f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=REPO, capture_output=True,
+            text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": path, "ANNLAB_TEST_FORKSERVER_DELAY": "6"})
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"tracking server {uri} is unreachable" in lines[0], out.stderr
 
 
 def test_the_launching_process_imports_neither_scikit_learn_nor_matplotlib_before_jobs(
