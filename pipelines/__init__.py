@@ -21,9 +21,10 @@ ConfigStore.instance().store(name="annlab_schema", node=Config)
 # work itself makes few reference cycles.
 gc.set_threshold(100_000, 50, 100)
 # At exit the interpreter collects garbage while it tears the modules down: walks through all of
-# those objects, ~0.9 s. By the time this handler runs (atexit runs the last registered first,
-# and this one is registered before MLflow's, joblib's or logging's) they have closed what they
-# own, so everything still alive is frozen out of those walks.
+# those objects, ~0.9 s. atexit runs the last registered first: MLflow's, joblib's and
+# multiprocessing's handlers (registered later, when those load) have closed what they own by
+# the time this one freezes everything still alive out of those walks; logging's flush, which
+# runs after it, does not need them.
 atexit.register(gc.freeze)
 
 
@@ -43,18 +44,36 @@ def serve_forks(config) -> None:
     of CPU apiece, beside the launching process on the same cores). With the "forkserver" start
     method, which loky supports, one server process imports it once (``annlab.pipeline``: not
     the store, no sockets) and every worker is a fork of it. Started from the sweeper's setup,
-    before the launching process imports MLflow, the two import side by side."""
-    launcher = OmegaConf.select(config, "hydra.launcher._target_", default="") or ""
-    if not launcher.endswith("JoblibLauncher"):
+    before the launching process imports MLflow, the two import side by side. The server
+    starts with joblib's caps on each worker's threads (OMP_NUM_THREADS and the like: cores //
+    workers) in its environment, which loky cannot pass to processes it does not start itself.
+    The start method is this process's from then on (a launching process runs one sweep)."""
+    launcher = OmegaConf.select(config, "hydra.launcher", default=None)
+    if launcher is None or not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
         return
     import multiprocessing
     from multiprocessing import forkserver
 
+    from joblib import effective_n_jobs
+    from joblib._parallel_backends import LokyBackend
     from joblib.externals.loky.backend.context import set_start_method
 
+    n_jobs = effective_n_jobs(launcher.get("n_jobs") or 1)
+    if n_jobs == 1:  # joblib runs the jobs in this process
+        return
     multiprocessing.set_forkserver_preload(["annlab.pipeline"])
     set_start_method("forkserver", force=True)
-    forkserver.ensure_running()
+    caps = LokyBackend()._prepare_worker_env(n_jobs)
+    saved = {name: os.environ.get(name) for name in caps}
+    os.environ.update(caps)
+    try:
+        forkserver.ensure_running()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
 
 
 def fail(message: str, err: BaseException, code: int = 1) -> NoReturn:

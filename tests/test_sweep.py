@@ -238,6 +238,19 @@ def test_a_store_refused_while_the_workers_start_is_one_line(tmp_path, kind):
     assert len(lines) == 1 and f"tracking server {uri} is unreachable" in lines[0], out.stderr
 
 
+def test_joblib_workers_forked_from_the_server_are_capped_like_jobs_own_workers():
+    # loky caps each worker's BLAS/OpenMP threads to cores // workers through the environment
+    # of processes it starts; workers forked from the fork server get the caps from its own.
+    out = subprocess.run([sys.executable, str(REPO / "tests" / "scripts" / "worker_threads.py"),
+                          "2"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    share = max((os.cpu_count() or 1) // 2, 1)
+    for worker in json.loads(out.stdout.strip().splitlines()[-1]):
+        assert worker["OMP_NUM_THREADS"] == worker["OPENBLAS_NUM_THREADS"] == str(share)
+        assert worker["pools"] == [share]
+
+
 def test_the_launching_process_imports_neither_scikit_learn_nor_matplotlib_before_jobs(
         tmp_path, uri):
     out = subprocess.run(
