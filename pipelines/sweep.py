@@ -111,7 +111,11 @@ def _prepare_worker(uri: str) -> int:
     import annlab.pipeline  # noqa: F401  (what every job imports)
     import pipelines.run  # noqa: F401
 
-    tracking.connect(uri)  # the process keeps its client: a job's first store access is paid
+    if not uri.startswith(("http://", "https://")):
+        # The process keeps its client: a job's first store access (SQLAlchemy, alembic) is
+        # paid. A server's client costs nothing to make, and asking a server that does not
+        # answer would only hold up the launching process's own refusal (see settle).
+        tracking.connect(uri)
     freeze_what_stays()
     return os.getpid()
 
