@@ -114,6 +114,7 @@ def run_study(sweeper, arguments: list[str]) -> list[Any]:
                     _tell(study, trial, ret)
                 launched.append(returns)
                 asked = []
+            settle(warming)  # nothing was left to ask: the warm workers were never used
             experiment.store.check_reachable("the study's summary is not written; rerun the "
                                              "same command once it answers")
             summarise_if_done(experiment, study, parent, parent_name, t,

@@ -272,3 +272,24 @@ def test_conf_tune_default_is_a_valid_study(compose_cfg):
     check_space(cfg)
     assert OmegaConf.select(cfg, "tune.space.model.activation.type") == "categorical"
     assert os.path.basename(cfg.paths.study_store) == "optuna.db"
+
+
+def test_a_study_with_nothing_left_to_ask_waits_for_its_warm_workers(tmp_path):
+    # A finished study run again asks nothing, writes its summary and stops, while its joblib
+    # workers may still be forking from a fork server that is late here (6 s, on purpose):
+    # a worker forked after the process exited would print tracebacks.
+    def study(*extra, env=None):
+        return subprocess.run(
+            [sys.executable, "-m", "pipelines.run", "tune=default", *TINY, "tune.n_trials=2",
+             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+             f"paths.study_store=sqlite:///{tmp_path / 'optuna.db'}",
+             f"hydra.sweep.dir={tmp_path / 'sweeps' / str(time.monotonic_ns())}", *extra],
+            cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+
+    assert study().returncode == 0
+    path = os.pathsep.join([str(REPO / "tests" / "scripts" / "slow_forkserver"),
+                            os.environ.get("PYTHONPATH", "")])
+    again = study(env={**os.environ, "PYTHONPATH": path, "ANNLAB_TEST_FORKSERVER_DELAY": "6"})
+    assert again.returncode == 0, again.stderr
+    assert "0 to ask" in again.stdout and again.stderr == "", again.stderr
