@@ -37,6 +37,17 @@ def freeze_what_stays() -> None:
     gc.freeze()
 
 
+def joblib_workers(config) -> int | None:
+    """The worker processes the joblib launcher runs (joblib's count for its ``n_jobs``: -1 is
+    every core), or None under another launcher."""
+    launcher = OmegaConf.select(config, "hydra.launcher", default=None)
+    if launcher is None or not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+        return None
+    from joblib import effective_n_jobs
+
+    return effective_n_jobs(launcher.get("n_jobs") or 1)
+
+
 def serve_forks(config) -> None:
     """With the joblib launcher, start the process its workers fork from, now.
 
@@ -48,19 +59,15 @@ def serve_forks(config) -> None:
     starts with joblib's caps on each worker's threads (OMP_NUM_THREADS and the like: cores //
     workers) in its environment, which loky cannot pass to processes it does not start itself.
     The start method is this process's from then on (a launching process runs one sweep)."""
-    launcher = OmegaConf.select(config, "hydra.launcher", default=None)
-    if launcher is None or not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+    n_jobs = joblib_workers(config)
+    if n_jobs is None or n_jobs == 1:  # another launcher, or joblib runs the jobs here
         return
     import multiprocessing
     from multiprocessing import forkserver
 
-    from joblib import effective_n_jobs
     from joblib._parallel_backends import LokyBackend
     from joblib.externals.loky.backend.context import set_start_method
 
-    n_jobs = effective_n_jobs(launcher.get("n_jobs") or 1)
-    if n_jobs == 1:  # joblib runs the jobs in this process
-        return
     multiprocessing.set_forkserver_preload(["annlab.pipeline"])
     set_start_method("forkserver", force=True)
     caps = LokyBackend()._prepare_worker_env(n_jobs)

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from annlab import names, sweep, tracking
 from annlab.config import ConfigError, config_hash, run_name, split_sizes, validate
 from annlab.names import Status
-from pipelines import freeze_what_stays
+from pipelines import freeze_what_stays, joblib_workers
 
 SIZE_ENV = "ANNLAB_SWEEP_SIZE"  # set in each job by Hydra (hydra.job.env_set), for progress
 
@@ -68,16 +68,16 @@ def warm_up(config: DictConfig, uri: str) -> threading.Thread | None:
 
     The workers fork from the server :func:`pipelines.serve_forks` started, which imported what
     a job needs; a forked worker then only opens the store."""
-    launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
-    if not str(launcher.pop("_target_", "")).endswith("JoblibLauncher"):
+    workers = joblib_workers(config)
+    if workers is None:
         return None
     from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
     from joblib import Parallel, delayed
 
+    launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
+    del launcher["_target_"]
     launcher["backend"] = "loky"  # as the launcher sets it
     process_joblib_cfg(launcher)
-    workers = launcher.get("n_jobs") or 1
-    workers = os.cpu_count() if workers < 0 else workers
 
     def run() -> None:
         with contextlib.suppress(Exception):  # a cold start is slower, not wrong
@@ -88,12 +88,12 @@ def warm_up(config: DictConfig, uri: str) -> threading.Thread | None:
     return thread
 
 
-def settle(warming: threading.Thread | None) -> None:
-    """Before stopping early: let the warm-up finish starting its workers. A worker still being
-    forked when this process exits would find the pool's semaphores gone and print a
-    traceback under the one-line error."""
+def finish_warm_up(warming: threading.Thread | None) -> None:
+    """Wait for the warm-up: before the launch (one user of the worker pool at a time), and
+    before stopping early, since a worker still being forked when this process exits would
+    find the pool's semaphores gone and print a traceback under the one-line error."""
     if warming is not None:
-        warming.join(timeout=60)
+        warming.join()
 
 
 def import_meanwhile(*modules: str) -> None:
@@ -111,10 +111,10 @@ def _prepare_worker(uri: str) -> int:
     import annlab.pipeline  # noqa: F401  (what every job imports)
     import pipelines.run  # noqa: F401
 
-    if not uri.startswith(("http://", "https://")):
+    if not tracking.is_server(uri):
         # The process keeps its client: a job's first store access (SQLAlchemy, alembic) is
         # paid. A server's client costs nothing to make, and asking a server that does not
-        # answer would only hold up the launching process's own refusal (see settle).
+        # answer would only hold up the launching process's own refusal (see finish_warm_up).
         tracking.connect(uri)
     freeze_what_stays()
     return os.getpid()
@@ -151,7 +151,7 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
             {names.SWEEP: name, names.SWEEP_GRID: grid_hash}, parent_name, "pipelines/sweep.py",
             {names.SWEEP_SIZE: str(len(points))})
     except tracking.TrackingError as err:
-        settle(warming)
+        finish_warm_up(warming)
         sys.exit(f"error: {err}")
     jobs = [[*point, f"tracking.parent_run_id={parent.run_id}", f"tracking.uri={quoted(uri)}",
              f"tracking.run_name={quoted(label)}", f"+hydra.job.env_set.{SIZE_ENV}={len(points)}"]
@@ -161,8 +161,7 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
     print(f"{'resuming' if resumed else 'starting'} sweep {name!r}: {len(points)} configs, "
           f"parent run {parent_name} ({parent.run_id})", flush=True)
-    if warming is not None:
-        warming.join()  # one user of the worker pool at a time
+    finish_warm_up(warming)
     with tracking.interrupts() as received, parent.heartbeat():
         try:
             import_meanwhile("matplotlib.figure", "matplotlib.backends.backend_agg")
@@ -301,7 +300,7 @@ def check_cluster(config: DictConfig, uri: str) -> None:
     if init is None or not init.get("address"):
         return  # not Ray, or a local instance: its jobs see what this machine sees
     host = urlparse(uri).hostname
-    if uri.startswith(("http://", "https://")) and not ipaddress_is_loopback(host):
+    if tracking.is_server(uri) and not ipaddress_is_loopback(host):
         return  # a server the nodes can reach
     import ray
 

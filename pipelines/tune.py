@@ -32,9 +32,9 @@ from pipelines.sweep import (
     check_cluster,
     close_children,
     expand,
+    finish_warm_up,
     import_meanwhile,
     quoted,
-    settle,
     stop,
     stop_reason,
     warm_up,
@@ -89,7 +89,7 @@ def run_study(sweeper, arguments: list[str]) -> list[Any]:
         experiment = tracking.open(uri, base.tracking.experiment)
         study, created = tune.open_study(base.tune, url)
     except (ConfigError, tracking.TrackingError) as err:
-        settle(warming)
+        finish_warm_up(warming)
         sys.exit(f"error: {err}")
     tune.fail_stale(study)
     tune.sampler_and_pruner(base.tune, study, created)
@@ -102,19 +102,15 @@ def run_study(sweeper, arguments: list[str]) -> list[Any]:
     asked: list = []
     with tracking.interrupts() as received, parent.heartbeat():
         try:
+            finish_warm_up(warming)
+            import_meanwhile("matplotlib.pyplot", "optuna.visualization.matplotlib")
             while asked := _ask(study, t, parallel(config)):
                 jobs = [_job(points[0], study, trial, base, parent, uri, url) for trial in asked]
-                if warming is not None:
-                    warming.join()  # one user of the worker pool at a time
-                    warming = None
-                if not launched:  # the summary's figures, while the first trials run
-                    import_meanwhile("matplotlib.pyplot", "optuna.visualization.matplotlib")
                 returns = sweeper.launch(jobs, first_index=asked[0].number)
                 for trial, ret in zip(asked, returns):
                     _tell(study, trial, ret)
                 launched.append(returns)
                 asked = []
-            settle(warming)  # nothing was left to ask: the warm workers were never used
             experiment.store.check_reachable("the study's summary is not written; rerun the "
                                              "same command once it answers")
             summarise_if_done(experiment, study, parent, parent_name, t,

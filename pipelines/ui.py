@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment = tracking.open(uri, args.experiment)
     except tracking.TrackingError as err:
         fail(f"error: {err}", err, code=2)
-    if uri.startswith(("http://", "https://")):
+    if tracking.is_server(uri):
         print(f"the store is a tracking server; open {runs_link(uri, experiment.id)}")
         return 0
     base = f"http://127.0.0.1:{args.port}"

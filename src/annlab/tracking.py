@@ -255,13 +255,18 @@ def _liveness_tags() -> dict[str, str]:
     return {names.PROCESS: str(ProcessId.current()), names.HEARTBEAT: str(int(time.time()))}
 
 
+def is_server(uri: str) -> bool:
+    """Whether ``uri`` names a tracking server (rather than a database the process opens)."""
+    return urlparse(uri).scheme in ("http", "https")
+
+
 class Store:
     """One tracking store (a sqlite file or a server) as this process sees it."""
 
     def __init__(self, uri: str):
         self.uri = uri
         _check_uri(uri)
-        if urlparse(uri).scheme in ("http", "https"):
+        if is_server(uri):
             _check_server(uri)
         elif (db := _sqlite_path(uri)) is not None:
             _open_sqlite(db, uri)
@@ -271,7 +276,7 @@ class Store:
         """For a server store: raise :class:`TrackingError` at once (naming the server and
         ``consequence``) if it does not answer, instead of spending MLflow's retry window on
         each further call."""
-        if urlparse(self.uri).scheme in ("http", "https"):
+        if is_server(self.uri):
             try:
                 _check_server(self.uri)
             except TrackingError as err:
