@@ -60,6 +60,22 @@ def test_each_gif_frame_shows_its_own_snapshot_and_the_last_is_the_png(trained, 
         assert int(np.argmin(distances)) == k, distances
 
 
+def test_step_images_are_the_animations_frames_at_their_epochs(trained, tmp_path):
+    model, splits, snapshots, history = trained
+    epochs = [s.epoch for s in snapshots]
+    steps = {epochs[1]: tmp_path / "early.png", epochs[4]: tmp_path / "late.png"}
+    plots.render_boundary(snapshots, history, model.activation, splits.X_train, splits.y_train,
+                          model.classes_, tmp_path / "b.gif", tmp_path / "b.png", grid_size=30,
+                          fps=5, width=4, height=3, dpi=50, step_paths=steps)
+    frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(
+        Image.open(tmp_path / "b.gif"))]
+    for index, epoch in ((1, epochs[1]), (4, epochs[4])):
+        with Image.open(steps[epoch]) as image:
+            assert image.size == (200, 150)
+            np.testing.assert_array_equal(np.asarray(image.convert("RGB")), frames[index])
+    assert not np.array_equal(frames[1], frames[4])
+
+
 def test_probability_grid_matches_the_model_at_the_last_snapshot(trained):
     model, splits, snapshots, _ = trained
     extent = plots.plot_extent(splits.X_train)
