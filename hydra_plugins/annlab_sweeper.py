@@ -98,8 +98,9 @@ class GridSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
-        from pipelines import serve_forks
+        from pipelines import interruptible, serve_forks
 
+        interruptible()  # Hydra has composed the config: a Ctrl-C now interrupts the imports
         serve_forks(config)
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(

@@ -7,13 +7,56 @@ start its defaults list with ``annlab_schema``.
 import atexit
 import gc
 import os
+import signal
 import sys
+import threading
 from typing import NoReturn
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
 
-from annlab.config import Config
+def _report_interrupt(kind, value, traceback) -> None:
+    """A Ctrl-C that nothing caught: one while an entry point imports, before anything is
+    recorded (each stage that records catches its own, records it and says so). One line, not a
+    traceback; with HYDRA_FULL_ERROR=1 the traceback. The process still ends as interrupted."""
+    if issubclass(kind, KeyboardInterrupt) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        print(str(value) or "interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+    else:
+        sys.__excepthook__(kind, value, traceback)
+
+
+sys.excepthook = _report_interrupt  # first: the imports below take a while
+
+_pressed: list[int] = []
+
+
+def _note_interrupt(signum, frame) -> None:
+    _pressed.append(signum)
+
+
+def defer_interrupts() -> None:
+    """Until :func:`interruptible`, a Ctrl-C is noted, not raised: while an entry point starts,
+    Hydra and OmegaConf compose and check its configs (~1 s), and an exception raised inside
+    them comes out as a bogus config error or a traceback. Only for the main thread of a
+    process whose Ctrl-C is not already handled or ignored (a background job ignores it)."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        signal.signal(signal.SIGINT, _note_interrupt)
+
+
+def interruptible() -> None:
+    """From here a Ctrl-C raises KeyboardInterrupt again, which the stages that record catch
+    (the run or the sweep ends KILLED, and they say so); one pressed since
+    :func:`defer_interrupts` is raised here."""
+    if signal.getsignal(signal.SIGINT) is _note_interrupt:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _pressed:
+        _pressed.clear()
+        raise KeyboardInterrupt
+
+
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from annlab.config import Config  # noqa: E402
 
 ConfigStore.instance().store(name="annlab_schema", node=Config)
 # An entry point then imports ~300 MB of long-lived objects (MLflow, scikit-learn, matplotlib):
@@ -53,8 +96,9 @@ def serve_forks(config) -> None:
 
     loky's workers normally start as fresh interpreters that each import what a job needs (~3 s
     of CPU apiece, beside the launching process on the same cores). With the "forkserver" start
-    method, which loky supports, one server process imports it once (``annlab.pipeline``: not
-    the store, no sockets) and every worker is a fork of it. Started from the sweeper's setup,
+    method, which loky supports, one server process imports it once (``annlab.preload``: the
+    pipeline, not the store, no sockets; a Ctrl-C meanwhile is the launching process's to
+    report) and every worker is a fork of it. Started from the sweeper's setup,
     before the launching process imports MLflow, the two import side by side. The server
     starts with joblib's caps on each worker's threads (OMP_NUM_THREADS and the like: cores //
     workers) in its environment, which loky cannot pass to processes it does not start itself.
@@ -68,7 +112,7 @@ def serve_forks(config) -> None:
     from joblib._parallel_backends import LokyBackend
     from joblib.externals.loky.backend.context import set_start_method
 
-    multiprocessing.set_forkserver_preload(["annlab.pipeline"])
+    multiprocessing.set_forkserver_preload(["annlab.preload"])
     set_start_method("forkserver", force=True)
     caps = LokyBackend()._prepare_worker_env(n_jobs)
     saved = {name: os.environ.get(name) for name in caps}

@@ -20,21 +20,22 @@ from omegaconf import DictConfig
 
 from annlab.config import ConfigError, run_name
 from annlab.names import Status
-from pipelines import fail, freeze_what_stays
+from pipelines import defer_interrupts, fail, freeze_what_stays, interruptible
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        return sweep_job(cfg, hc)
+    name_after_defaults(cfg)
+    interruptible()  # Hydra and OmegaConf are done with the config
     # Imported here, not above: a sweep's launching process needs neither (nor scikit-learn),
     # and starts its workers' fork server before it imports MLflow.
     from annlab.network import DivergenceError
     from annlab.pipeline import run_experiment
     from annlab.tracking import TrackingError
 
-    hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN:
-        return sweep_job(cfg, hc)
-    name_after_defaults(cfg)
     try:
         result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
     except (ConfigError, TrackingError) as err:
@@ -124,6 +125,7 @@ def exit_now() -> None:
 
 
 if __name__ == "__main__":
+    defer_interrupts()  # until the run, the sweep or the study starts recording
     main()
     if _finished_alone:
         exit_now()

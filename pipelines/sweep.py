@@ -22,6 +22,7 @@ import socket
 import sys
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -33,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from annlab import names, sweep, tracking
 from annlab.config import ConfigError, config_hash, run_name, split_sizes, validate
 from annlab.names import Status
-from pipelines import freeze_what_stays, joblib_workers
+from pipelines import defer_interrupts, freeze_what_stays, interruptible, joblib_workers
 
 SIZE_ENV = "ANNLAB_SWEEP_SIZE"  # set in each job by Hydra (hydra.job.env_set), for progress
 
@@ -80,7 +81,9 @@ def warm_up(config: DictConfig, uri: str) -> threading.Thread | None:
     process_joblib_cfg(launcher)
 
     def run() -> None:
-        with contextlib.suppress(Exception):  # a cold start is slower, not wrong
+        # A cold start is slower, not wrong; that includes workers that a Ctrl-C stopped while
+        # they warmed up (the launching process reports that Ctrl-C).
+        with contextlib.suppress(BaseException):
             Parallel(**launcher)(delayed(_prepare_worker)(uri) for _ in range(workers))
 
     thread = threading.Thread(target=run, name="warm-up", daemon=True)
@@ -122,6 +125,7 @@ def _prepare_worker(uri: str) -> int:
 
 def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     config: DictConfig = sweeper.config
+    defer_interrupts()  # while OmegaConf composes and checks the configs
     uri = tracking.resolve_uri(config.tracking.uri, config.paths.store)
     points, swept = expand(arguments)
     *configs, baseline = sweeper.compose_all([*points, []])  # the default config, too
@@ -143,6 +147,7 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
     name = config.tracking.sweep or "grid"
     grid_hash = hashlib.sha256(",".join(sorted(grid)).encode()).hexdigest()[:16]
     parent_name = f"sweep-{name}-{grid_hash[:8]}"
+    interruptible()
     check_cluster(config, uri)
     warming = warm_up(config, uri)  # once the configs passed their checks
     try:
@@ -150,20 +155,22 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
         parent, resumed = experiment.parent_run(
             {names.SWEEP: name, names.SWEEP_GRID: grid_hash}, parent_name, "pipelines/sweep.py",
             {names.SWEEP_SIZE: str(len(points))})
-    except tracking.TrackingError as err:
+    except BaseException as err:  # a store refused, a Ctrl-C: nothing launched yet
         finish_warm_up(warming)
-        sys.exit(f"error: {err}")
+        if isinstance(err, tracking.TrackingError):
+            sys.exit(f"error: {err}")
+        raise
     jobs = [[*point, f"tracking.parent_run_id={parent.run_id}", f"tracking.uri={quoted(uri)}",
              f"tracking.run_name={quoted(label)}", f"+hydra.job.env_set.{SIZE_ENV}={len(points)}"]
             for point, label in zip(points, run_names)]
     sweep_dir = Path(config.hydra.sweep.dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(config, sweep_dir / "multirun.yaml")
-    print(f"{'resuming' if resumed else 'starting'} sweep {name!r}: {len(points)} configs, "
-          f"parent run {parent_name} ({parent.run_id})", flush=True)
-    finish_warm_up(warming)
     with tracking.interrupts() as received, parent.heartbeat():
         try:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(config, sweep_dir / "multirun.yaml")
+            print(f"{'resuming' if resumed else 'starting'} sweep {name!r}: {len(points)} "
+                  f"configs, parent run {parent_name} ({parent.run_id})", flush=True)
+            finish_warm_up(warming)
             import_meanwhile("matplotlib.figure", "matplotlib.backends.backend_agg")
             returns = sweeper.launch(jobs)
             experiment.store.check_reachable("the sweep's summary is not written; rerun the "
@@ -176,6 +183,7 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
             sys.exit(f"error: {err}")
         except BaseException as err:  # Ctrl-C, SIGTERM, a launcher that lost its workers
             reason = stop_reason(err, received, "sweep")
+            finish_warm_up(warming)  # stopped before the launch: see finish_warm_up
             lines = close_children(experiment, parent, reason, "sweep")
             parent.end(Status.KILLED, f"{reason} before the sweep's summary")
             lines.append(f"  {parent_name} ({parent.run_id}), the sweep's parent")
@@ -207,6 +215,9 @@ def close_children(experiment: tracking.Experiment, parent: tracking.Run, reason
 
 def stop(lines: list[str], resumes: str) -> None:
     """Say what was closed and how to resume; exit as interrupted (130)."""
+    # joblib's exit handler deletes the workers' temporary folder again after an interrupted
+    # launch removed it, and warns that it failed: noise under the lines that matter.
+    warnings.filterwarnings("ignore", "Failed to delete temporary folder", UserWarning)
     lines.append(f"rerun the same command to resume: {resumes}")
     print("\n".join(lines), file=sys.stderr, flush=True)
     sys.exit(130)

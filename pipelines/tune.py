@@ -27,6 +27,7 @@ from annlab import names, tracking, tune
 from annlab.config import ConfigError, run_name, validate
 from annlab.names import Status
 from annlab.rules import RULES
+from pipelines import defer_interrupts, interruptible
 from pipelines.sweep import (
     SIZE_ENV,
     check_cluster,
@@ -72,6 +73,7 @@ def parallel(config: DictConfig) -> int:
 
 def run_study(sweeper, arguments: list[str]) -> list[Any]:
     config: DictConfig = sweeper.config
+    defer_interrupts()  # while OmegaConf composes and checks the config
     points, swept = expand(arguments)
     if swept:
         sys.exit(f"error: {', '.join(swept)}: make tune samples tune.space, it does not grid "
@@ -84,16 +86,19 @@ def run_study(sweeper, arguments: list[str]) -> list[Any]:
         check_space(base)
         uri = tracking.resolve_uri(base.tracking.uri, base.paths.store)
         url = tune.storage_url(base.tune, base.paths.study_store, uri)
+        interruptible()
         check_cluster(config, uri)
         warming = warm_up(config, uri)
         experiment = tracking.open(uri, base.tracking.experiment)
         study, created = tune.open_study(base.tune, url)
-    except (ConfigError, tracking.TrackingError) as err:
+        tune.fail_stale(study)
+        tune.sampler_and_pruner(base.tune, study, created)
+        parent, parent_name = _parent(experiment, study, created, base.tune, url)
+    except BaseException as err:  # bad input, a store refused, a Ctrl-C: nothing launched yet
         finish_warm_up(warming)
-        sys.exit(f"error: {err}")
-    tune.fail_stale(study)
-    tune.sampler_and_pruner(base.tune, study, created)
-    parent, parent_name = _parent(experiment, study, created, base.tune, url)
+        if isinstance(err, ConfigError | tracking.TrackingError):
+            sys.exit(f"error: {err}")
+        raise
     t = base.tune
     print(f"{'starting' if created else 'joining'} study {t.study!r} ({url}): {t.n_trials} "
           f"trials in all, {tune.remaining(study, t.n_trials)} to ask; parent run "
