@@ -183,7 +183,7 @@ def run_grid(sweeper, arguments: list[str]) -> list[Any]:
             sys.exit(f"error: {err}")
         except BaseException as err:  # Ctrl-C, SIGTERM, a launcher that lost its workers
             reason = stop_reason(err, received, "sweep")
-            finish_warm_up(warming)  # stopped before the launch: see finish_warm_up
+            finish_warm_up(warming)  # if it stopped before the launch: see finish_warm_up
             lines = close_children(experiment, parent, reason, "sweep")
             parent.end(Status.KILLED, f"{reason} before the sweep's summary")
             lines.append(f"  {parent_name} ({parent.run_id}), the sweep's parent")
