@@ -1,4 +1,5 @@
-"""Ctrl-C at any moment: one line, the process ends as interrupted, nothing left RUNNING.
+"""Ctrl-C while a command starts: one line, the process ends as interrupted, nothing left
+RUNNING. (Later interrupts: tests/test_sweep.py and tests/test_tune.py.)
 
 A terminal's Ctrl-C sends SIGINT to the whole process group: the launching process, the
 joblib workers' fork server and the workers. Each test starts its command in a process group of
