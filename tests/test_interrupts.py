@@ -32,6 +32,22 @@ def _python(code: str, **kw) -> subprocess.CompletedProcess:
                           text=True, timeout=120, start_new_session=True, **kw)
 
 
+def _interrupted_after(seconds: float, *args: str) -> tuple[int, str]:
+    """``python -m pipelines.run <args>``, its process group sent SIGINT after ``seconds``:
+    (return code, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.run", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        time.sleep(seconds)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, stderr
+
+
 def test_a_ctrl_c_while_configs_are_composed_is_raised_where_recording_starts():
     # Inside Hydra's and OmegaConf's composition a KeyboardInterrupt can come out as a bogus
     # config error; until interruptible() a Ctrl-C is only noted.
@@ -101,19 +117,10 @@ def test_ctrl_c_while_a_sweep_starts_is_one_line_and_leaves_nothing_running(tmp_
     # (2.5 s); the first jobs start after ~4 s.
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracking.connect(uri)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.run", "sweep=default", *TINY, "train.epochs=200000",
-         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"tracking.uri={uri}",
-         f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        time.sleep(seconds)
-        os.killpg(proc.pid, signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode in INTERRUPTED, stderr
+    code, stderr = _interrupted_after(
+        seconds, "sweep=default", *TINY, "train.epochs=200000", "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert code in INTERRUPTED, stderr
     assert "Traceback" not in stderr and "rror" not in stderr, stderr
     last = stderr.strip().splitlines()[-1]
     assert last == "interrupted (Ctrl-C)" or last.startswith("rerun the same command"), stderr
@@ -127,16 +134,7 @@ def test_ctrl_c_while_a_sweep_starts_is_one_line_and_leaves_nothing_running(tmp_
 @pytest.mark.parametrize("seconds", [0.8, 2.0])
 def test_ctrl_c_while_a_run_starts_is_one_line(tmp_path, seconds):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.run", "train.epochs=200000", f"tracking.uri={uri}",
-         f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        time.sleep(seconds)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode in INTERRUPTED
+    code, stderr = _interrupted_after(seconds, "train.epochs=200000", f"tracking.uri={uri}",
+                                      f"hydra.run.dir={tmp_path / 'run'}")
+    assert code in INTERRUPTED
     assert stderr.strip().splitlines() == ["interrupted (Ctrl-C)"], stderr
