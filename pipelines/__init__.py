@@ -107,7 +107,7 @@ def serve_forks(config) -> None:
     if n_jobs is None or n_jobs == 1:  # another launcher, or joblib runs the jobs here
         return
     import multiprocessing
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
     from joblib._parallel_backends import LokyBackend
     from joblib.externals.loky.backend.context import set_start_method
@@ -117,9 +117,17 @@ def serve_forks(config) -> None:
     caps = LokyBackend()._prepare_worker_env(n_jobs)
     saved = {name: os.environ.get(name) for name in caps}
     os.environ.update(caps)
+    # The server starts with Ctrl-C blocked (a child inherits its parent's signal mask) until
+    # annlab.preload can leave quietly on one: Python's own start and multiprocessing's imports
+    # come first. A Ctrl-C meanwhile waits, for this process as for the server. The server
+    # starts multiprocessing's resource tracker first, which unblocks Ctrl-C once it has: start
+    # the tracker before blocking.
+    resource_tracker.ensure_running()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name)

@@ -100,6 +100,19 @@ def test_the_fork_server_leaves_quietly_when_a_ctrl_c_reaches_its_import():
     assert (out.returncode, out.stdout, out.stderr) == (128 + signal.SIGINT, "", "")
 
 
+def test_a_ctrl_c_while_the_fork_server_starts_is_delivered_by_its_preload():
+    # The server starts with SIGINT blocked: a Ctrl-C during Python's start and
+    # multiprocessing's imports waits, and the preload delivers it where it can leave quietly.
+    out = _python("""
+        import os, signal
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        os.kill(os.getpid(), signal.SIGINT)
+        import annlab.preload
+        print("imported")
+    """)
+    assert (out.returncode, out.stdout, out.stderr) == (128 + signal.SIGINT, "", "")
+
+
 def test_the_fork_servers_forks_get_the_default_ctrl_c_handler_back():
     out = _python("""
         import signal

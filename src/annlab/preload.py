@@ -2,10 +2,10 @@
 
 The joblib workers' fork server (see ``pipelines.serve_forks``) imports this module once and
 forks every worker from itself. It shares the launching process's process group, so a Ctrl-C
-while it imports (its first ~3 s) reaches both, and the launching process reports it and stops.
-The server then leaves at once, without a traceback of the import it was in; once imported,
-multiprocessing's fork server ignores Ctrl-C itself, and its forks (the workers) get the
-default handler back: a job is still interrupted by Ctrl-C.
+while it starts and imports (its first ~3 s) reaches both, and the launching process reports it
+and stops. The server then leaves at once, without a traceback of the import it was in. Once
+imported, multiprocessing's fork server ignores Ctrl-C itself, and its forks (the workers) get
+the default handler back: a job is still interrupted by Ctrl-C.
 """
 
 import os
@@ -17,6 +17,9 @@ def _leave(signum, frame):
 
 
 _previous = signal.signal(signal.SIGINT, _leave)
+# The launching process starts the server with Ctrl-C blocked (pipelines.serve_forks): one that
+# came while Python started is delivered here.
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 try:
     import annlab.pipeline  # noqa: F401
 finally:
