@@ -61,11 +61,11 @@ reproduce: $(STAMP)  ## rerun a tracked run (RUN_ID=...) and compare everything
 	@test -n "$(RUN_ID)" || { echo "usage: make reproduce RUN_ID=<mlflow run id>" >&2; exit 2; }
 	$(PY) -m pipelines.reproduce $(RUN_ID) $(ARGS)
 
-test: $(STAMP)  ## the test suite (slow end-to-end tests included): what CI runs
-	$(PY) -m pytest -n 2 $(ARGS)
+test: $(STAMP)  ## the whole suite, tests/unit/ and tests/e2e/: what CI runs
+	$(PY) -m pytest -n 2 tests $(ARGS)
 
-test-fast: $(STAMP)  ## unit tests only (not the slow end-to-end ones), under a minute
-	$(PY) -m pytest -n 2 -m "not slow" $(ARGS)
+test-fast: $(STAMP)  ## tests/unit/ only (no subprocess, server or CLI), under a minute
+	$(PY) -m pytest -n 2 tests/unit $(ARGS)
 
 bench: $(STAMP)  ## benchmarks, printed as ratios against their baselines
 	$(PY) bench/bench.py $(ARGS)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from annlab import provenance
 from annlab.config import config_hash, validate
+from annlab.errors import reported
 from pipelines.figures import POST_NAMES
 
 FILES = {k: v for k, v in POST_NAMES.items() if k != "boundary_final"}  # the post's two figures
@@ -38,6 +39,7 @@ def render(cfg: DictConfig, out_dir: Path) -> dict[str, Path]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@reported
 def main(cfg: DictConfig) -> None:
     docs = Path(cfg.paths.docs)
     with tempfile.TemporaryDirectory() as tmp:

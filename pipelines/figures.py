@@ -14,9 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from annlab.config import ConfigError
-from annlab.tracking import TrackingError
-from pipelines import fail
+from pipelines.run import run
 
 # The post's numbering: Figure 2 is the boundary animation, Figure 3 the misclassification curve.
 POST_NAMES = {"boundary": "figure2.gif", "boundary_final": "figure2_final.png",
@@ -25,28 +23,14 @@ POST_NAMES = {"boundary": "figure2.gif", "boundary_final": "figure2_final.png",
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from annlab.network import DivergenceError
-    from annlab.pipeline import run_experiment
-    from pipelines.run import name_after_defaults
-
     hc = HydraConfig.get()
-    experiment = hc.runtime.choices.get("experiment") or "default"
-    name_after_defaults(cfg)
-    try:
-        result = run_experiment(cfg, hc.overrides.task, Path(hc.runtime.output_dir),
-                                entry_point="pipelines/figures.py")
-    except (ConfigError, TrackingError, DivergenceError) as err:
-        fail(f"error: {err}", err)
-    except KeyboardInterrupt as err:
-        fail(str(err) or "interrupted (Ctrl-C)", err, code=130)
-    target = Path(cfg.paths.figures) / experiment
+    result = run(cfg, hc.overrides.task, Path(hc.runtime.output_dir),
+                 entry_point="pipelines/figures.py")
+    target = Path(cfg.paths.figures) / (hc.runtime.choices.get("experiment") or "default")
     target.mkdir(parents=True, exist_ok=True)
-    print(f"experiment {experiment}: run {result.run_name} ({result.run_id}), "
-          f"training accuracy {result.scores['train_accuracy']:.4f}")
     for key, name in POST_NAMES.items():
         path = shutil.copyfile(result.figures[key], target / name)
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-        print(f"  {path}  sha256 {digest}")
+        print(f"  {path}  sha256 {hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
     python -m pipelines.reproduce <run id> [--uri URI]
 
-Prints `identical` (exit 0) or each difference (exit 1); the verdict is tracked as a run
-tagged `annlab.reproduces=<run id>`.
+Prints `identical` (exit 0) or each difference (exit 1); a run that cannot be reproduced is one
+line (exit 2). The verdict is tracked as a run tagged `annlab.reproduces=<run id>`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import argparse
 import os
 import sys
 
-from annlab.config import ConfigError
+from annlab.errors import reported
 from annlab.paths import default_paths
-from annlab.reproduce import record_verdict, reproduce
-from annlab.tracking import TrackingError, resolve_uri
-from pipelines import fail
+from annlab.reproducibility import record_verdict, reproduce
+from annlab.tracking import resolve_uri
 
 
+@reported(error_code=2)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make reproduce", description=__doc__.split("\n")[0])
     parser.add_argument("run_id")
@@ -30,13 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         os.environ["HYDRA_FULL_ERROR"] = "1"
     uri = resolve_uri(args.uri, default_paths().store)
-    try:
-        report = reproduce(uri, args.run_id)
-        verdict_run = record_verdict(uri, report)
-    except (TrackingError, ConfigError) as err:
-        fail(f"error: {err}", err, code=2)
-    except KeyboardInterrupt as err:
-        fail(str(err) or "interrupted (Ctrl-C)", err, code=130)
+    report = reproduce(uri, args.run_id)
+    verdict_run = record_verdict(uri, report)
     print(report.text())
     print(f"verdict tracked as run {verdict_run} (tag annlab.reproduces={args.run_id})")
     return 1 if report.differences else 0

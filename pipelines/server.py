@@ -3,232 +3,23 @@
     python -m pipelines.server [--db URL] [--host H] [--port P] [--artifacts DIR] [--auth]
 
 The backend store is any SQLAlchemy URL (default: the embedded `sqlite:///<repo>/outputs/
-mlflow.db`; PostgreSQL as `postgresql+psycopg://user@host:port/db`); artifacts are proxied by
-the server (`--serve-artifacts`), so clients need no shared filesystem. The schema is brought up
-to date (`mlflow db upgrade`) first. The server's own output goes to `outputs/server/`; this
-command prints one line when `/health` answers, and stops the server's whole process group on
-Ctrl-C or SIGTERM.
-
-Only loopback hosts are allowed unless `--auth` turns on MLflow's basic-auth app, whose admin
-user (`admin`) is created on first start with the password in MLFLOW_AUTH_ADMIN_PASSWORD
-(MLflow's own variable, at least 12 characters; read only while the auth store has no admin, so
-change it later through MLflow's update-password API). Clients then set
-MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
+mlflow.db`); artifacts are proxied by the server. Prints one line when it answers; Ctrl-C or
+SIGTERM stops its whole process group. Clients of an `--auth` server set
+MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (see annlab.services).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from annlab.paths import REPO_ROOT as REPO
+from annlab import services
+from annlab.errors import reported
 from annlab.paths import default_paths
 
-OUTPUTS = Path(default_paths().outputs)
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-ADMIN_USER = "admin"
-PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"
-SECRET_VAR = "MLFLOW_FLASK_SERVER_SECRET_KEY"
-READY_TIMEOUT = 120.0
-STOP_TIMEOUT = 15.0
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-
-class ServerError(Exception):
-    """A problem the user can fix, reported as one line."""
-
-
-class Stop(BaseException):
-    """Ctrl-C, SIGTERM or SIGHUP: stop the server and exit."""
-
-
-def redact(url: str) -> str:
-    """The URL without its password, fit for printing."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
-
-
-def url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def check_host(host: str, auth: bool) -> None:
-    if host not in LOOPBACK_HOSTS and not auth:
-        raise ServerError(f"HOST={host!r} would serve beyond this machine without a login; "
-                          f"allowed: {' | '.join(LOOPBACK_HOSTS)}, or any host with AUTH=1")
-
-
-def check_port_free(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as err:
-            raise ServerError(f"PORT={port} on {host} is not available ({err.strerror}); "
-                              f"choose another, e.g. PORT={port + 1}") from None
-
-
-def check_db(url: str) -> None:
-    """Connect once, with a short timeout: MLflow itself retries for ~100 s before failing."""
-    import sqlalchemy
-
-    try:
-        engine_url = sqlalchemy.engine.make_url(url)
-        if engine_url.get_backend_name() == "sqlite" and engine_url.database:
-            Path(engine_url.database).parent.mkdir(parents=True, exist_ok=True)
-        connect_args = ({"connect_timeout": 5}
-                        if engine_url.get_backend_name() == "postgresql" else {})
-        engine = sqlalchemy.create_engine(engine_url, connect_args=connect_args)
-        with engine.connect():
-            pass
-        engine.dispose()
-    except Exception as err:  # any driver's error: the message is what the user needs
-        reason = str(getattr(err, "orig", None) or err).strip().splitlines()
-        raise ServerError(f"cannot use the backend store DB={redact(url)}: "
-                          f"{reason[0] if reason else type(err).__name__}") from None
-
-
-def log_tail(log: Path, lines: int = 1) -> str:
-    text = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    return " | ".join(text[-lines:]) if text else "(empty log)"
-
-
-def upgrade_db(mlflow: Path, url: str, log: Path, env: dict[str, str]) -> None:
-    with log.open("a") as out:
-        out.write(f"--- mlflow db upgrade {redact(url)}\n")
-        out.flush()
-        done = subprocess.run([str(mlflow), "db", "upgrade", url], stdout=out,
-                              stderr=subprocess.STDOUT, env=env, timeout=600)
-    if done.returncode != 0:
-        raise ServerError(f"mlflow db upgrade failed for DB={redact(url)}: {log_tail(log)} "
-                          f"(log: {log})")
-
-
-def write_auth_config(state: Path) -> Path:
-    """An auth ini whose user store is an absolute path (the shipped one is relative)."""
-    ini = state / "basic_auth.ini"
-    ini.write_text("[mlflow]\n"
-                   "default_permission = READ\n"
-                   f"database_uri = sqlite:///{state / 'basic_auth.db'}\n"
-                   f"admin_username = {ADMIN_USER}\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    return ini
-
-
-def auth_env(state: Path, env: dict[str, str]) -> dict[str, str]:
-    """Environment for the basic-auth app; the password is checked, never written anywhere."""
-    first_start = not (state / "basic_auth.db").exists()
-    password = env.get(PASSWORD_VAR, "")
-    if first_start and not password:
-        raise ServerError(f"AUTH=1 needs the admin password in ${PASSWORD_VAR} (at least 12 "
-                          "characters; there is no default)")
-    if first_start and len(password) < 12:
-        raise ServerError(f"${PASSWORD_VAR} is shorter than the 12 characters MLflow requires")
-    return {**env, "MLFLOW_AUTH_CONFIG_PATH": str(write_auth_config(state)),
-            # One worker, so a key made per start is consistent; sessions end with the server.
-            SECRET_VAR: env.get(SECRET_VAR) or secrets.token_urlsafe(32)}
-
-
-def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerError(f"mlflow server exited with code {proc.returncode} before "
-                              f"answering: {log_tail(log)} (log: {log})")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise ServerError(f"mlflow server did not answer {url}/health within {timeout:.0f} s "
-                      f"(log: {log})")
-
-
-def stop_group(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM the server's process group (its own, by the leader's PID); SIGKILL if it lingers."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; wait for the rest of its group (uvicorn) too.
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-
-
-def serve(args: argparse.Namespace) -> int:
-    started = time.monotonic()
-    check_host(args.host, args.auth)
-    check_port_free(args.host, args.port)
-    state = Path(args.state_dir).resolve()
-    state.mkdir(parents=True, exist_ok=True)
-    artifacts = Path(args.artifacts).resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
-    log = state / f"mlflow-server-{args.port}.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    if args.auth:
-        state.chmod(0o700)  # the auth ini and the user store (password hashes) live here
-        env = auth_env(state, env)
-    check_db(args.db)
-    mlflow = Path(sys.executable).with_name("mlflow")
-    upgrade_db(mlflow, args.db, log, env)
-
-    cmd = [str(mlflow), "server", "--backend-store-uri", args.db, "--serve-artifacts",
-           "--artifacts-destination", str(artifacts), "--host", args.host,
-           "--port", str(args.port), "--workers", "1"]
-    if args.auth:
-        cmd += ["--app-name", "basic-auth"]
-    with log.open("a") as out:
-        out.write(f"--- {' '.join(cmd).replace(args.db, redact(args.db))}\n")
-        out.flush()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_healthy(proc, f"http://{url_host(probe_host(args.host))}:{args.port}", log,
-                     READY_TIMEOUT)
-        public = args.host if args.host in LOOPBACK_HOSTS else socket.getfqdn()
-        login = (f"; log in as MLFLOW_TRACKING_USERNAME={ADMIN_USER} with "
-                 f"MLFLOW_TRACKING_PASSWORD=<${PASSWORD_VAR}>") if args.auth else ""
-        shown = log.relative_to(REPO) if log.is_relative_to(REPO) else log
-        print(f"MLflow server ready in {time.monotonic() - started:.1f} s: "
-              f"MLFLOW_TRACKING_URI=http://{url_host(public)}:{args.port}{login} "
-              f"(log: {shown}; Ctrl-C stops it)", flush=True)
-        proc.wait()
-        raise ServerError(f"mlflow server exited with code {proc.returncode}: "
-                          f"{log_tail(log)} (log: {log})")
-    finally:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-        stop_group(proc)
-
-
-def probe_host(host: str) -> str:
-    """Where this process asks for /health: a wildcard host answers on loopback."""
-    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-
-
-def main(argv: list[str] | None = None) -> int:
+@reported
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="make server", description=__doc__.split("\n")[0])
     parser.add_argument("--db", default=default_paths().store,
                         help="backend store, a SQLAlchemy URL (default: the embedded store)")
@@ -237,25 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifacts", default=default_paths().artifacts,
                         help="directory the server stores proxied artifacts in")
     parser.add_argument("--auth", action="store_true", help="MLflow's basic-auth app")
-    parser.add_argument("--state-dir", default=str(OUTPUTS / "server"),
+    parser.add_argument("--state-dir", default=str(services.OUTPUTS / "server"),
                         help="the server's log, auth config and user store")
     args = parser.parse_args(argv)
-
-    def stop(signum, frame):
-        raise Stop
-
-    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
-    try:
-        return serve(args)
-    except ServerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except Stop:
-        return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    services.serve(args.db, args.host, args.port, Path(args.artifacts), args.auth,
+                   Path(args.state_dir))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,4 +1,5 @@
-"""Fixtures: real configs composed through Hydra's compose API, and throw-away MLflow stores."""
+"""Fixtures for every test: real configs composed through Hydra's compose API, and throw-away
+MLflow stores. tests/unit/ needs nothing else; tests/e2e/conftest.py adds the servers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from hydra import compose, initialize_config_dir
 
 import pipelines  # noqa: F401  (registers the config schema)
 
-pytest_plugins = ["tests.servers"]  # PostgreSQL, mlflow server and Ray cluster fixtures
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Small but real: every stage runs, in well under a second of training.
 FAST = ["train.epochs=60", "plot.frames=5", "plot.grid_size=40", "plot.dpi=40",
@@ -50,28 +50,6 @@ def _no_default_store(store_uri):
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = previous
-
-
-@pytest.fixture(scope="session")
-def sigterm_when():
-    """sigterm_when(proc, ready, timeout, pause=0) -> (stdout, stderr): once ``ready()``
-    holds (or ``timeout`` s pass), wait ``pause`` s, send SIGTERM and wait for the process;
-    killed if it lingers."""
-    import signal
-    import time
-
-    def _stop(proc, ready, timeout, pause=0.0):
-        try:
-            deadline = time.monotonic() + timeout
-            while not ready() and time.monotonic() < deadline:
-                time.sleep(0.3)
-            time.sleep(pause)
-            proc.send_signal(signal.SIGTERM)
-            return proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    return _stop
 
 
 @pytest.fixture

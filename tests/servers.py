@@ -10,9 +10,9 @@ start through `netns.cmd(argv)`, and `netns.call(fn)` runs a function of the tes
 thread that joined the namespace (the PostgreSQL helpers use its Unix socket, which is not
 namespaced).
 
-Fixtures (registered by `tests/conftest.py`): `postgres`, `loopback_netns`, `start_mlflow_server`
-and `ray_cluster`. A missing PostgreSQL or `unshare` fails the test when $CI is set, else skips
-it.
+Fixtures (registered by `tests/e2e/conftest.py`): `postgres`, `loopback_netns`,
+`start_mlflow_server` and `ray_cluster`. A missing PostgreSQL or `unshare` fails the test when
+$CI is set, else skips it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.server import stop_group, wait_healthy
+from annlab.services import stop_group, wait_healthy
 
 BIN = Path(sys.executable).parent
 CLONE_NEWNET = 0x40000000

@@ -18,6 +18,7 @@ import pandas as pd
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from annlab import paths  # noqa: F401  (registers the resolver conf/paths uses)
+from annlab.errors import AnnlabError
 from annlab.rules import RULES, hidden_sizes
 
 
@@ -84,7 +85,7 @@ class TuneConfig:
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     report_every: int = MISSING  # epochs between reports of the validation curve
     # section -> key -> {type: categorical, choices: [...]} or {type: int|float, low, high,
-    # log}; checked by annlab.tune.validate (a plain mapping, so `+` can add a key to search)
+    # log}; checked by annlab.study.validate (a plain mapping, so `+` can add a key to search)
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
     trial: int | None = None  # set for each trial's job by the study
     trial_id: int | None = None
@@ -109,7 +110,7 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "plo
             "tracking": TrackingConfig, "tune": TuneConfig}
 
 
-class ConfigError(ValueError):
+class ConfigError(AnnlabError, ValueError):
     """A config value that is well typed but not allowed; the message names key and value."""
 
     def __init__(self, key: str, value: Any, allowed: str):
@@ -198,14 +199,12 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def resolved(cfg: DictConfig) -> dict:
-    """The config as plain, fully resolved containers."""
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-
-
 def parameters(cfg: DictConfig) -> dict:
-    """The resolved config without where it is tracked and where its files go."""
-    return {k: v for k, v in resolved(cfg).items() if k not in NOT_PARAMETERS}
+    """The resolved config without where it is tracked and where its files go (those are not
+    resolved at all: their interpolations cost more than the rest of a grid's checks)."""
+    return {k: OmegaConf.to_container(v, resolve=True, throw_on_missing=True)
+            if OmegaConf.is_config(v) else v
+            for k, v in cfg.items() if k not in NOT_PARAMETERS}
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:

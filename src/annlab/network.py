@@ -18,12 +18,13 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from annlab.activations import ACTIVATIONS, DERIVATIVES
+from annlab.errors import AnnlabError
 from annlab.rules import ESTIMATOR_RULES, hidden_sizes
 
 HISTORY_KEYS = ("train_loss", "train_misclassification", "val_loss", "val_misclassification")
 
 
-class DivergenceError(FloatingPointError):
+class DivergenceError(AnnlabError, FloatingPointError):
     """Training produced a non-finite loss or weights; ``epoch`` is the first bad epoch."""
 
     PREFIX = "diverged at epoch"

@@ -108,7 +108,6 @@ class RunResult:
     uri: str
     scores: dict[str, float]
     figures: dict[str, Path] = field(default_factory=dict)
-    skipped: bool = False  # a sweep job whose config already has a FINISHED child
     stopped_at: int | None = None  # the last epoch, when stopped early (pruned)
     val_curve: list[float] | None = None  # per-epoch validation misclassification
 
@@ -128,12 +127,6 @@ def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
     name, chash, parent = run_name(cfg), config_hash(cfg), cfg.tracking.parent_run_id
     trial = {names.STUDY: cfg.tune.study, names.TRIAL: cfg.tune.trial} if (
         cfg.get("tune") is not None and cfg.tune.trial is not None) else {}
-    # A resumed sweep does not run a config again; every trial of a study is a run of its own,
-    # even one whose sampled values repeat another's.
-    if parent and not trial and (done := experiment.finished_child(parent, chash)):
-        return RunResult(done.run_id, name, experiment.id, uri,
-                         {k: done.metrics.get(k, float("nan")) for k in training.FINAL_METRICS},
-                         skipped=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     with experiment.start_run(name, provenance.collect(chash, entry_point), parent_run_id=parent,
                               sweep=cfg.tracking.sweep, tags=trial) as run:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -50,51 +49,11 @@ class Provenance:
                 "platform": self.platform, "executable": sys.executable}
 
 
-@dataclass(frozen=True)
-class ProcessId:
-    """A process, told apart from a later one that reuses its pid (start time) or a rebooted
-    machine (boot id): what is needed to tell later whether a run's process is still alive."""
-
-    host: str
-    boot: str
-    pid: int
-    started: str  # clock ticks after boot, from /proc/<pid>/stat
-
-    def __str__(self) -> str:
-        return f"{self.host} {self.boot} {self.pid} {self.started}"
-
-    @classmethod
-    def parse(cls, text: str) -> ProcessId | None:
-        parts = (text or "").split(" ")
-        if len(parts) != 4 or not parts[2].isdigit():
-            return None
-        return cls(parts[0], parts[1], int(parts[2]), parts[3])
-
-    @classmethod
-    def current(cls) -> ProcessId:
-        return cls(socket.gethostname(), _boot_id(), os.getpid(), _started(os.getpid()))
-
-    def alive(self) -> bool | None:
-        """True or False on the machine that ran it; None (cannot tell) elsewhere."""
-        if self.host != socket.gethostname():
-            return None
-        return self.boot == _boot_id() and self.started == _started(self.pid)
-
-
 def user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # a uid without a name (containers)
         return str(os.getuid())
-
-
-def _boot_id() -> str:
-    return _read("/proc/sys/kernel/random/boot_id").strip()
-
-
-def _started(pid: int) -> str:
-    stat = _read(f"/proc/{pid}/stat")  # the command name (field 2) may hold spaces: skip it
-    return stat.rsplit(")", 1)[-1].split()[19] if stat else ""
 
 
 def collect(config_hash: str, entry_point: str) -> Provenance:

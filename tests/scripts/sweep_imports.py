@@ -1,6 +1,6 @@
 """Run `pipelines.run` (a sweep with the joblib launcher) and print, as JSON on the last line,
 which heavy libraries the launching process had imported when it handed over to the jobs and
-at the end. Used by tests/test_sweep.py.
+at the end. Used by tests/e2e/test_sweep.py.
 
     python tests/scripts/sweep_imports.py sweep=default ...
 """
@@ -9,25 +9,23 @@ import json
 import runpy
 import sys
 
-import pipelines.sweep
+from hydra_plugins.annlab_sweeper import _workers
 
 HEAVY = {"sklearn", "matplotlib"}
 seen: dict[str, list[str]] = {}
-import_meanwhile = pipelines.sweep.import_meanwhile
+ready = _workers._ready  # what the launch calls first (Hydra reloads the sweeper's module)
 
 
 def _heavy() -> list[str]:
     return sorted({name.split(".")[0] for name in sys.modules} & HEAVY)
 
 
-def launching(*modules: str) -> None:
-    # Called as the jobs are launched: from here on, the summary's modules load in the
-    # background while the jobs run.
-    seen["at launch"] = _heavy()
-    import_meanwhile(*modules)
+def launching():
+    seen.setdefault("at launch", _heavy())
+    ready()
 
 
-pipelines.sweep.import_meanwhile = launching
+_workers._ready = launching
 
 sys.argv = ["pipelines.run", *sys.argv[1:]]
 try:  # as `python -m pipelines.run ...` (Hydra finds conf/ relative to the main module)

@@ -16,8 +16,7 @@ from annlab.config import ConfigError
 from annlab.network import DivergenceError
 from annlab.pipeline import run_experiment
 
-REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _git(*args):

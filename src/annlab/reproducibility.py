@@ -136,7 +136,7 @@ class Recorded:
 
 def load_recorded(store: tracking.Store, run_id: str, scratch: Path) -> Recorded:
     """Read what ``run_id`` recorded; refuse, in one line, what cannot be reproduced."""
-    run = store.run(run_id)
+    run = tracking.Run(store, run_id)
     record = run.record()
     what = f"run {record.run_name} ({run_id})"
     if record.config_hash is None:
@@ -347,7 +347,7 @@ def _warn_environment(report: Report, rec: Recorded, platform: str) -> None:
 
 def record_verdict(uri: str, report: Report) -> str:
     """A run tagged ``annlab.reproduces=<id>`` holding the verdict and the report."""
-    experiment = tracking.connect(uri).experiment_by_id(report.experiment_id)
+    experiment = tracking.Experiment.by_id(tracking.connect(uri), report.experiment_id)
     tags = {names.REPRODUCES: report.run_id, names.VERDICT: report.verdict}
     with experiment.start_run(f"reproduce-{report.run_name}", tags=tags) as run:
         run.log_text(report.text(), names.REPORT_FILE)

@@ -37,7 +37,6 @@ def test_is_loopback_reads_ss_addresses(address, loopback):
     assert is_loopback(address) is loopback
 
 
-@pytest.mark.slow
 def test_postgres_listens_on_loopback_and_accepts_connections(postgres):
     import psycopg
 
@@ -51,7 +50,6 @@ def test_postgres_listens_on_loopback_and_accepts_connections(postgres):
     assert_loopback_only(postgres.pids())
 
 
-@pytest.mark.slow
 def test_mlflow_server_over_postgres_keeps_4000_points_across_a_restart(
         postgres, start_mlflow_server):
     from mlflow import MlflowClient
@@ -83,7 +81,6 @@ def test_mlflow_server_over_postgres_keeps_4000_points_across_a_restart(
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
-@pytest.mark.slow
 def test_two_node_ray_cluster_runs_a_task_on_each_node(ray_cluster, loopback_netns):
     import json
 

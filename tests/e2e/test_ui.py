@@ -16,8 +16,7 @@ import requests
 from annlab import tracking
 from annlab.pipeline import run_experiment
 
-REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["train.epochs=30", "plot.frames=6", "plot.image_steps=3", "plot.grid_size=12",
         "plot.dpi=30", "data.n_samples=120"]
 

@@ -19,11 +19,10 @@ from annlab import tracking
 from annlab.paths import default_paths
 from annlab.pipeline import run_experiment
 from annlab.provenance import LOCK_FILE, file_hash, platform_info
-from annlab.reproduce import compare_file
+from annlab.reproducibility import compare_file
 from pipelines.docs import render
 
-REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 
 
 

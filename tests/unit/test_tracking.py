@@ -3,12 +3,12 @@
 import socket
 import time
 
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from annlab import names, tracking
 from annlab.paths import default_paths
+from annlab.tracking import liveness
 
 
 def test_open_creates_the_experiment_once_with_its_kind(store_uri, experiment):
@@ -64,119 +64,6 @@ def test_uri_precedence(monkeypatch):
     assert default == f"sqlite:///{default_paths().outputs}/mlflow.db"
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on 127.0.0.1, in its own process group, stopped afterwards."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    import requests
-
-    root = tmp_path_factory.mktemp("server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-         f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "art"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{uri}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start within 120 s")
-        yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-
-
-@pytest.mark.slow
-def test_a_run_tracks_into_an_mlflow_server(mlflow_server, fast_cfg, tmp_path,
-                                            global_tracking_uri):
-    import mlflow.pyfunc
-
-    from annlab.pipeline import run_experiment
-
-    result = run_experiment(fast_cfg(f"tracking.uri={mlflow_server}"), [], tmp_path)
-    client = MlflowClient(mlflow_server)
-    run = client.get_run(result.run_id)
-    assert run.info.status == "FINISHED" and len(
-        client.get_metric_history(result.run_id, "val_loss")) == 60
-    assert {a.path for a in client.list_artifacts(result.run_id, "figures")} >= {
-        "figures/boundary.gif", "figures/misclassification.png"}
-    with global_tracking_uri(mlflow_server):  # runs:/ resolves through MLflow's global URI
-        model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
-    assert model.predict(np.array([[-1.0, 0.5]])).tolist() == [0]
-
-
-def _open_and_log(uri):
-    with tracking.open(uri, "annlab").start_run("r") as run:
-        run.log_metrics({"x": 1.0})
-
-
-@pytest.mark.slow
-def test_processes_opening_a_new_store_at_once_all_succeed_and_leave_it_whole(tmp_path):
-    import multiprocessing
-
-    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_open_and_log, args=(uri,)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    assert [p.exitcode for p in procs] == [0] * 4
-    exp = tracking.open(uri, "annlab")  # and the store stays usable
-    assert len(exp.search("")) == 4
-    assert not list((tmp_path / "new").glob(".*.new"))  # no half-built leftovers
-
-
-def _log_same_data(uri, experiment, barrier):
-    with tracking.open(uri, experiment).start_run("r") as run:
-        X, y = np.arange(20.0).reshape(10, 2), np.arange(10) % 2
-        barrier.wait()  # both look the datasets up before either inserts them
-        run.log_datasets("moons", {"train": (X, y), "validation": (X[:4], y[:4])},
-                         {"train": "d1", "validation": "d2"}, {"seed": 0})
-
-
-@pytest.mark.slow
-def test_runs_logging_the_same_data_at_once_both_record_it(tmp_path):
-    """A sweep's first jobs log identical datasets together: MLflow's look-up-then-insert lets
-    both miss them, and the later insert broke a uniqueness constraint (a FAILED config)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")  # no fork of a threaded test process
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    for round_ in range(2):  # without the retry, every round failed one of the two
-        experiment = f"same-data-{round_}"
-        barrier = ctx.Barrier(2)
-        procs = [ctx.Process(target=_log_same_data, args=(uri, experiment, barrier))
-                 for _ in range(2)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(timeout=120)
-        assert [p.exitcode for p in procs] == [0, 0]
-    client = MlflowClient(uri)
-    for round_ in range(2):
-        exp = client.get_experiment_by_name(f"same-data-{round_}")
-        runs = client.search_runs([exp.experiment_id])
-        assert [r.info.status for r in runs] == ["FINISHED"] * 2
-        for run in runs:
-            assert sorted(i.dataset.digest for i in run.inputs.dataset_inputs) == ["d1", "d2"]
-
-
 def test_bad_stores_are_refused_in_one_line_within_seconds(tmp_path, store_uri):
     import shutil
 
@@ -199,7 +86,7 @@ def test_bad_stores_are_refused_in_one_line_within_seconds(tmp_path, store_uri):
 
 def test_runs_whose_process_is_gone_are_closed_as_killed_when_the_store_is_opened(
         store_uri, experiment):
-    from annlab.provenance import ProcessId
+    from annlab.tracking.liveness import ProcessId
 
     exp = tracking.open(store_uri, experiment)
     me = ProcessId.current()
@@ -226,7 +113,7 @@ def test_runs_whose_process_is_gone_are_closed_as_killed_when_the_store_is_opene
 
 
 def test_a_live_run_renews_its_heartbeat(store_uri, experiment, monkeypatch):
-    monkeypatch.setattr(tracking, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(liveness, "HEARTBEAT_SECONDS", 0.2)
     with tracking.open(store_uri, experiment).start_run("r") as run:
         first = run.record().tags[names.HEARTBEAT]
         time.sleep(1.5)

@@ -4,7 +4,6 @@ Studies run the real CLI (`python -m pipelines.run tune=default ...`) on tiny co
 its own MLflow store and Optuna database.
 """
 
-import os
 import subprocess
 import sys
 import time
@@ -14,107 +13,14 @@ import mlflow.artifacts
 import optuna
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
-from annlab import tracking, tune
-from annlab.config import ConfigError
-from pipelines.tune import check_space
+from annlab import study as tune
+from annlab import tracking
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["train.epochs=60", "plot.frames=3", "plot.image_steps=2", "plot.grid_size=12",
         "plot.dpi=30", "data.n_samples=160", "tune.report_every=5",
         "tune.pruner.warmup_epochs=10", "tune.pruner.startup_trials=2"]
-
-
-# -- the search space and its checks ---------------------------------------------------------
-
-@pytest.mark.parametrize("override, key", [
-    ("tune.n_trials=0", "tune.n_trials"),
-    ("tune.sampler=grid", "tune.sampler"),
-    ("tune.pruner.name=hyperband", "tune.pruner.name"),
-    ("tune.report_every=0", "tune.report_every"),
-    ("tune.space.train.learning_rate.low=20", "tune.space.train.learning_rate.low/high"),
-    ("tune.space.model.hidden_nodes.high=2", "tune.space.model.hidden_nodes.low/high"),
-    ("tune.space.train.reg_lambda.low=0", "tune.space.train.reg_lambda.low"),
-    ("tune.space.model.activation.choices=[]", "tune.space.model.activation.choices"),
-])
-def test_a_bad_search_setting_names_its_key_and_what_is_allowed(compose_cfg, override, key):
-    cfg = compose_cfg(["tune=default", override])
-    with pytest.raises(ConfigError) as info:
-        tune.validate(cfg.tune)
-    assert info.value.key == key and "allowed:" in str(info.value)
-
-
-@pytest.mark.parametrize("override, key", [
-    ("+tune.space.train.learing_rate={type:float,low:0.1,high:1}",
-     "tune.space.train.learing_rate"),
-    ("+tune.space.seed={type:int,low:-1,high:3}", "tune.space.seed"),
-    ("tune.space.model.activation.choices=[tanh,softmax]", "tune.space.model.activation"),
-    ("tune.space.model.hidden_nodes.low=0", "tune.space.model.hidden_nodes"),
-])
-def test_a_space_the_config_cannot_take_is_refused(compose_cfg, override, key):
-    cfg = compose_cfg(["tune=default", override])
-    tune.validate(cfg.tune)
-    with pytest.raises(ConfigError) as info:
-        check_space(cfg)
-    assert info.value.key == key
-
-
-def test_the_study_never_shares_mlflows_database(compose_cfg):
-    cfg = compose_cfg(["tune=default", "tune.storage=sqlite:////tmp/x/mlflow.db"])
-    with pytest.raises(ConfigError, match="not MLflow's"):
-        tune.storage_url(cfg.tune, "unused", "sqlite:////tmp/x/mlflow.db")
-    assert tune.storage_url(cfg.tune, "unused", "sqlite:////tmp/y.db") == \
-        "sqlite:////tmp/x/mlflow.db"
-
-
-def test_suggestions_follow_the_space_and_the_same_seed_proposes_the_same_configs(
-        compose_cfg, tmp_path):
-    cfg = compose_cfg(["tune=default", "tune.seed=7", "tune.study=s"])
-
-    def proposals(db):
-        study, created = tune.open_study(cfg.tune, f"sqlite:///{tmp_path / db}")
-        assert created
-        tune.sampler_and_pruner(cfg.tune, study)
-        out = []
-        for _ in range(12):  # past TPE's 10 random start-up trials
-            trial = study.ask()
-            values = tune.suggest(trial, cfg.tune)
-            study.tell(trial, values["train.learning_rate"])  # any objective will do
-            out.append(values)
-        return out
-
-    first, second = proposals("a.db"), proposals("b.db")
-    assert first == second
-    for values in first:
-        assert values["model.activation"] in ("tanh", "sigmoid", "relu")
-        assert 2 <= values["model.hidden_nodes"] <= 16
-        assert 0.01 <= values["train.learning_rate"] <= 10.0
-        assert 1e-4 <= values["train.reg_lambda"] <= 1.0
-
-
-def test_workers_joining_a_study_do_not_propose_the_creators_configs(compose_cfg, tmp_path):
-    """Two workers started together both find an empty study: the same seed would have them
-    ask the same values trial for trial."""
-    cfg = compose_cfg(["tune=default", "tune.study=s"])
-
-    def first_values(created):
-        study, _ = tune.open_study(cfg.tune, f"sqlite:///{tmp_path / f'{created}.db'}")
-        tune.sampler_and_pruner(cfg.tune, study, created)
-        return [tune.suggest(study.ask(), cfg.tune) for _ in range(3)]
-
-    assert first_values(True) != first_values(False)
-
-
-def test_surplus_trials_of_a_shared_study_are_not_run(compose_cfg, tmp_path):
-    cfg = compose_cfg(["tune=default", "tune.study=s"])
-    study, _ = tune.open_study(cfg.tune, f"sqlite:///{tmp_path / 'o.db'}")
-    trials = [study.ask() for _ in range(5)]  # five workers ask at once for a budget of 3
-    claimed = [tune.claim(study, t, 3) for t in trials]
-    assert claimed == [True, True, True, False, False]
-    states = [t.state for t in study.get_trials()]
-    assert states[3:] == [optuna.trial.TrialState.FAIL] * 2
-    assert tune.remaining(study, 3) == 0
 
 
 # -- studies, end to end ---------------------------------------------------------------------
@@ -144,7 +50,6 @@ def _study(tmp_path, name="s"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
 
 
-@pytest.mark.slow
 def test_a_study_prunes_from_the_curves_and_records_every_trial(tmp_path):
     out = _tune(tmp_path, "tune.n_trials=8", "tune.seed=3")
     assert out.returncode == 0, out.stderr
@@ -177,7 +82,6 @@ def test_a_study_prunes_from_the_curves_and_records_every_trial(tmp_path):
     assert again.returncode == 0 and len(_runs(tmp_path)[2]) == 8
 
 
-@pytest.mark.slow
 def test_a_pruned_trial_reproduces(tmp_path):
     out = _tune(tmp_path, "tune.n_trials=6", "tune.seed=3")
     assert out.returncode == 0, out.stderr
@@ -190,7 +94,6 @@ def test_a_pruned_trial_reproduces(tmp_path):
     assert "identical:" in check.stdout
 
 
-@pytest.mark.slow
 def test_a_study_resumes_after_sigterm_without_counting_a_trial_twice(tmp_path, sigterm_when):
     proc = _tune(tmp_path, "tune.n_trials=4", "train.epochs=2000", "tune.pruner.name=median",
                  "tune.pruner.startup_trials=100", popen=True)  # nothing pruned: slow trials
@@ -219,7 +122,6 @@ def test_a_study_resumes_after_sigterm_without_counting_a_trial_twice(tmp_path, 
     assert str(rerun.number) in {t.data.tags["annlab.trial"] for t in finished}
 
 
-@pytest.mark.slow
 def test_every_trial_is_a_run_of_its_own_even_when_its_values_repeat(tmp_path):
     """A sweep skips a config it has finished; a study must not: its trials are its samples."""
     point = ["tune.space.model.activation.choices=[tanh]", "~tune.space.model.hidden_nodes",
@@ -239,7 +141,6 @@ def test_every_trial_is_a_run_of_its_own_even_when_its_values_repeat(tmp_path):
         {t.info.run_id for t in trials}
 
 
-@pytest.mark.slow
 def test_two_workers_share_one_study_and_run_exactly_n_trials(tmp_path):
     procs = [_tune(tmp_path, "tune.n_trials=7", popen=True) for _ in range(2)]
     outs = [p.communicate(timeout=900) for p in procs]
@@ -256,7 +157,6 @@ def test_two_workers_share_one_study_and_run_exactly_n_trials(tmp_path):
         sorted(t.number for t in run)
 
 
-@pytest.mark.slow
 def test_bad_input_is_one_line_and_creates_nothing(tmp_path):
     out = _tune(tmp_path, "tune.n_trials=0")
     assert out.returncode == 1
@@ -264,32 +164,3 @@ def test_bad_input_is_one_line_and_creates_nothing(tmp_path):
         "error: invalid config: tune.n_trials=0; allowed: an integer >= 1"]
     assert not (tmp_path / "optuna.db").exists()
     assert _runs(tmp_path)[1:] == ([], [])
-
-
-def test_conf_tune_default_is_a_valid_study(compose_cfg):
-    cfg = compose_cfg(["tune=default"])
-    tune.validate(cfg.tune)
-    check_space(cfg)
-    assert OmegaConf.select(cfg, "tune.space.model.activation.type") == "categorical"
-    assert os.path.basename(cfg.paths.study_store) == "optuna.db"
-
-
-def test_a_study_with_nothing_left_to_ask_waits_for_its_warm_workers(tmp_path):
-    # A finished study run again asks nothing, writes its summary and stops, while its joblib
-    # workers may still be forking from a fork server that is late here (6 s, on purpose):
-    # a worker forked after the process exited would print tracebacks.
-    def study(*extra, env=None):
-        return subprocess.run(
-            [sys.executable, "-m", "pipelines.run", "tune=default", *TINY, "tune.n_trials=2",
-             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-             f"paths.study_store=sqlite:///{tmp_path / 'optuna.db'}",
-             f"hydra.sweep.dir={tmp_path / 'sweeps' / str(time.monotonic_ns())}", *extra],
-            cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
-
-    assert study().returncode == 0
-    path = os.pathsep.join([str(REPO / "tests" / "scripts" / "slow_forkserver"),
-                            os.environ.get("PYTHONPATH", "")])
-    again = study(env={**os.environ, "PYTHONPATH": path, "ANNLAB_TEST_FORKSERVER_DELAY": "6"})
-    assert again.returncode == 0, again.stderr
-    assert "0 to ask" in again.stdout and again.stderr == "", again.stderr

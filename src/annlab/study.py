@@ -1,17 +1,27 @@
-"""Tuning with Optuna's ask-and-tell: the search space, the study, pruning from the curves.
+"""`make tune`: an Optuna study driven by ask-and-tell, each trial a job and a child run.
 
-Knows nothing of MLflow or Hydra. The study lives in Optuna's own database (never MLflow's:
-both keep an ``alembic_version`` table). Several processes share a study by its name and
-storage: together they run exactly ``tune.n_trials`` trials (see :func:`claim`); a trial whose
-process died is failed by Optuna's heartbeat and asked again, never counted twice.
+:func:`run` checks nothing itself (the sweeper has checked the config and :func:`check_space`),
+opens the study in Optuna's own database (created, or resumed by name; never MLflow's: both keep
+an ``alembic_version`` table) and the study's parent run, then asks the sampler for as many
+trials as the launcher runs at once, launches them, and tells the study how each ended: its
+final validation misclassification, or pruned. Trials prune themselves from their validation
+curves (:class:`Reporter`). Several processes started with the same study name and storage
+share it: together they run exactly ``tune.n_trials`` trials (see :func:`claim`); a trial whose
+process died is failed by Optuna's heartbeat and asked again, never counted twice; the last
+worker to finish writes the summary onto the parent.
+
+This is annlab's one adapter to Optuna: the two private attributes it reads (a trial's storage
+id, to reopen the trial in its job; the study's storage, to renew a trial's heartbeat as
+``Study.optimize`` does) are read here only, pinned by tests/unit/test_study.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +30,10 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import Trial, TrialState
 
-from annlab.config import ConfigError
+from annlab import interrupts, multirun, names, tracking
+from annlab.config import ConfigError, run_name
+from annlab.names import Status
+from annlab.rules import RULES
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # The heartbeat and its retry callback are marked experimental; they are Optuna's own way to
@@ -38,6 +51,7 @@ HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60  # a RUNNING trial silent this long belongs to a dead process
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 SURPLUS_ATTR = "annlab.surplus"
+PARENT_ATTR = "annlab.mlflow_parent_run_id"  # the study's user attribute naming its MLflow run
 
 
 # -- the config ------------------------------------------------------------------------------
@@ -96,6 +110,23 @@ def validate(tune: DictConfig) -> None:
                     f"{where}.low/high", [low, high], "integers for an int range")
 
 
+def check_space(base: DictConfig) -> None:
+    """Every searched key exists and both ends of its range (each choice) obey its rule."""
+    rules = {rule.key: rule for rule in RULES}
+    for key, p in space(base.tune).items():
+        if OmegaConf.select(base, key, default="missing") == "missing":
+            raise ConfigError(f"tune.space.{key}", None, "keys of the config to search, such "
+                              "as model.hidden_nodes or train.learning_rate")
+        ends = list(p.choices) if p.type == "categorical" else [p.low, p.high]
+        if p.type == "int":
+            ends = [int(v) for v in ends]
+        for value in ends:
+            rule = rules.get(key)
+            if rule is not None and not rule.ok(value):
+                raise ConfigError(f"tune.space.{key}", value, f"values {key} allows: "
+                                  f"{rule.allowed}")
+
+
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
@@ -123,11 +154,9 @@ def storage(url: str) -> RDBStorage:
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
 
     if url.startswith("sqlite:///"):
-        from annlab.tracking import file_lock
-
         path = Path(url.removeprefix("sqlite:///").split("?")[0])
         path.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(f"{path}.lock"):
+        with tracking.file_lock(f"{path}.lock"):
             return make()
     return make()
 
@@ -221,28 +250,191 @@ def retry(study: optuna.Study, trial_number: int) -> None:
         RetryHeartbeatStaleTrialCallback()(study, frozen)
 
 
+# -- the study, driven from the launching process ------------------------------------------
+
+Launch = Callable[[Sequence[Sequence[str]], int], Sequence[Any]]  # (jobs, first job) -> returns
+
+
+def run(base: DictConfig, point: list[str], uri: str, url: str, batch: int, launch: Launch,
+        out: Path) -> list[Any]:
+    """Run what is left of the study ``base.tune`` describes: ``batch`` trials at a time, each
+    the job ``point`` plus its sampled values, through ``launch``; the summary goes under
+    ``out`` and onto the parent once no trial runs anywhere."""
+    t = base.tune
+    with interrupts.raised():
+        experiment = tracking.open(uri, base.tracking.experiment)
+        with interrupts.held():
+            study, created = open_study(t, url)
+            fail_stale(study)
+            sampler_and_pruner(t, study, created)
+    launched: list[Any] = []
+    asked: list[Trial] = []
+
+    def others_run_trials() -> bool:
+        """Interrupted: the trials under way are failed and asked again; the parent stays
+        open if other workers still run trials."""
+        with interrupts.held():
+            for trial in asked:
+                retry(study, trial.number)
+            return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    name = f"study-{t.study}"
+    with multirun.launching(experiment, lambda: _parent(experiment, study, created, t, url),
+                            name, "study", "finished trials count, interrupted ones are asked "
+                            "again", keep_parent=others_run_trials) as (parent, _):
+        print(f"{'starting' if created else 'joining'} study {t.study!r} ({url}): "
+              f"{t.n_trials} trials in all, {remaining(study, t.n_trials)} to ask; parent run "
+              f"{name} ({parent.run_id})", flush=True)
+        while True:
+            with interrupts.held():
+                asked = _ask(study, t, batch)
+                jobs = [_job(point, trial, base, parent, uri, url) for trial in asked]
+            if not asked:
+                break
+            returns = launch(jobs, asked[0].number)
+            with interrupts.held():
+                for trial, ret in zip(asked, returns):
+                    _tell(study, trial, ret)
+            launched.append(returns)
+            asked = []
+        experiment.store.check_reachable("the study's summary is not written; rerun the same "
+                                         "command once it answers")
+        summarise_if_done(experiment, study, parent, name, t, out)
+    return launched
+
+
+def _parent(experiment: tracking.Experiment, study: optuna.Study, created: bool, t: DictConfig,
+            url: str) -> tuple[tracking.Run, bool]:
+    """The study's one parent run: made by the process that created the study, found by the
+    others through the study's user attribute."""
+    if created or PARENT_ATTR in study.user_attrs:
+        parent, resumed = experiment.parent_run({names.STUDY: t.study, names.STUDY_STORAGE: url},
+                                                f"study-{t.study}", "pipelines/tune.py")
+        study.set_user_attr(PARENT_ATTR, parent.run_id)
+        return parent, resumed
+    deadline = time.monotonic() + 120  # the creating worker is making it
+    while PARENT_ATTR not in study.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return _parent(experiment, study, True, t, url)
+
+
+def _ask(study: optuna.Study, t: DictConfig, batch: int) -> list[Trial]:
+    """Up to ``batch`` trials within the study's budget (WAITING ones, asked again, first)."""
+    asked = []
+    while len(asked) < batch:
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if remaining(study, t.n_trials) <= 0 and not waiting:
+            break
+        trial = study.ask()
+        if not claim(study, trial, t.n_trials):
+            break
+        asked.append(trial)
+    return asked
+
+
+def _job(point: list[str], trial: Trial, base: DictConfig, parent: tracking.Run, uri: str,
+         url: str) -> list[str]:
+    values = suggest(trial, base.tune)
+    shown = {k: f"{v:.3g}" if isinstance(v, float) else v for k, v in values.items()}
+    label = f"trial-{trial.number}-" + run_name(OmegaConf.merge(
+        base, OmegaConf.from_dotlist([f"{k}={v}" for k, v in shown.items()])))
+    return multirun.job_overrides(
+        [*point, *(f"{k}={v}" for k, v in values.items()), f"tune.trial={trial.number}",
+         f"tune.trial_id={trial_id(trial)}", f"tune.storage={multirun.quoted(url)}"],
+        parent, uri, label, trial.number + 1, base.tune.n_trials)
+
+
+def _tell(study: optuna.Study, trial: Trial, ret) -> None:
+    """What the trial's job reported: a value, pruned, or failed (its run says why)."""
+    try:
+        result = ret.return_value
+    except Exception:  # the job itself raised: recorded as FAILED by its run
+        result = {"status": Status.FAILED}
+    if result.get("status") != Status.FINISHED:
+        study.tell(trial, state=TrialState.FAIL)
+    elif result.get("pruned_at") is not None:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, result["value"])
+
+
+def summarise_if_done(experiment: tracking.Experiment, study: optuna.Study,
+                      parent: tracking.Run, parent_name: str, t: DictConfig, out: Path) -> None:
+    """Once no trial runs anywhere: trials.csv, Optuna's figures and the best trial onto the
+    parent, which ends FINISHED. Otherwise leave it to the last worker."""
+    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        parent.share()
+        print(f"this worker is done; other workers still run trials of {t.study!r}, and the "
+              f"last to finish writes the summary onto {parent_name}", flush=True)
+        return
+    experiment.close_stale_children(parent.run_id, "its job ended without closing the run")
+    runs = {int(r.tags[names.TRIAL]): r.run_id for r in experiment.children(parent.run_id)
+            if names.TRIAL in r.tags}
+    table = trials_table(study, runs)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / names.TRIALS_FILE, index=False)
+    parent.log_artifact(out / names.TRIALS_FILE)
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in figures(study, Path(tmp)):
+            parent.log_artifact(path, names.FIGURES_DIR)
+    parent.log_params({f"tune.space.{k}": describe_param(v) for k, v in space(t).items()})
+    done = table[table["state"] == "COMPLETE"]
+    if len(done):
+        best = done.loc[done["value"].idxmin()]
+        best_name = next((r.run_name for r in experiment.children(parent.run_id)
+                          if r.run_id == best["run_id"]), None)
+        parent.log_metrics({names.BEST_VAL_MISCLASSIFICATION: best["value"]})
+        parent.set_tags({names.BEST_RUN: best["run_id"], names.BEST_RUN_NAME: best_name})
+    pruned = (table["state"] == "PRUNED").sum()
+    parent.set_note(
+        f"Tuning study `{t.study}`: {len(table)} trials ({pruned} pruned, "
+        f"{len(done)} complete) of an Optuna {t.sampler} search with a {t.pruner.name} pruner "
+        f"(warm-up {t.pruner.warmup_epochs} epochs, a report every {t.report_every}), "
+        "minimising the final validation misclassification. `trials.csv` has every trial; "
+        "the figures are Optuna's."
+        + (f"\n\nBest: **{best_name}**, validation misclassification {best['value']:g}; "
+           f"reproduce it with `make reproduce RUN_ID={best['run_id']}`." if len(done) else ""))
+    parent.end(Status.FINISHED)
+    shown = table[["trial", "state", "value", "pruned_at"]].sort_values("value")
+    print("\n" + shown.head(10).to_string(index=False, na_rep="-"))
+    print(f"\nstudy parent run {parent_name} ({parent.run_id}): {len(table)} trials, "
+          f"{pruned} pruned; {names.TRIALS_FILE} and Optuna's figures on it; browse with "
+          "`make ui`", flush=True)
+
+
 # -- inside a trial's job --------------------------------------------------------------------
+
+def trial_id(trial: Trial) -> int:
+    """The trial's id in its storage: what reopens it in another process."""
+    return trial._trial_id
+
 
 class Reporter:
     """A training job's epoch callback: reports the validation misclassification to its trial
-    every ``report_every`` epochs and asks the pruner; returns True to stop (pruned)."""
+    every ``report_every`` epochs and asks the pruner; returns True to stop (pruned). Its
+    storage calls are not cut in two by a signal (:func:`annlab.interrupts.held`): one that
+    lands inside a transaction would leave the database locked for the study's own tell."""
 
-    def __init__(self, tune: DictConfig, url: str):
-        self.study = optuna.load_study(study_name=tune.study, storage=storage(url),
-                                       pruner=pruner(tune))
+    def __init__(self, tune: DictConfig):
+        with interrupts.held():
+            self.study = optuna.load_study(study_name=tune.study, storage=storage(tune.storage),
+                                           pruner=pruner(tune))
         self.trial = Trial(self.study, tune.trial_id)
         self.every, self.beat = tune.report_every, 0.0
 
     def __call__(self, model) -> bool:
         now = time.monotonic()
-        if now - self.beat >= HEARTBEAT_SECONDS:  # what Study.optimize does for its trials
-            self.study._storage.record_heartbeat(self.trial._trial_id)
-            self.beat = now
         epoch = model.n_iter_
-        if epoch % self.every:
+        if now - self.beat < HEARTBEAT_SECONDS and epoch % self.every:
             return False
-        self.trial.report(model.history_[OBJECTIVE][-1], epoch)
-        return self.trial.should_prune()
+        with interrupts.held():
+            if now - self.beat >= HEARTBEAT_SECONDS:  # what Study.optimize does for its trials
+                self.study._storage.record_heartbeat(trial_id(self.trial))
+                self.beat = now
+            if epoch % self.every:
+                return False
+            self.trial.report(model.history_[OBJECTIVE][-1], epoch)
+            return self.trial.should_prune()
 
 
 # -- the study's summary ---------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""annlab's Hydra sweeper composes every job as its launcher will, quicker for value-only points."""
+"""annlab's Hydra adapter composes every job as its launcher will, quicker than Hydra's own
+loader (the private call it relies on is pinned here)."""
 
 from pathlib import Path
 
@@ -9,10 +10,9 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict
 
 import pipelines  # noqa: F401  (the schema)
-from hydra_plugins.annlab_sweeper import compose_jobs
-from pipelines.sweep import expand
+from hydra_plugins.annlab_sweeper._compose import compose_jobs, expand
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 @pytest.fixture
@@ -53,7 +53,8 @@ def test_every_job_config_equals_hydras_own_composition(loader_and_master, monke
     for point in [
         [],                                                   # the baseline
         ["seed=3", "data.noise=0.3", "plot.fps=5.5"],         # values of several types
-        ["experiment=figure2", "train.epochs=20"],            # a config group: composed in full
+        ["experiment=figure2", "train.epochs=20"],            # a config group
+        ["train.epochs=20", "experiment=figure2"],            # ... after a value
         ["train=gd", "model.hidden_nodes=[4,3]"],             # a group and a list value
         ["+tune.study=x"],                                    # an add (refused by both)
         ["+train.momentum=0.9"],                              # an add to a typed node
@@ -70,6 +71,24 @@ def test_every_job_config_equals_hydras_own_composition(loader_and_master, monke
         assert OmegaConf.to_container(fast, resolve=True) == \
             OmegaConf.to_container(full, resolve=True), point
         assert OmegaConf.is_struct(fast) and OmegaConf.is_struct(full), point
+
+
+def test_the_groups_a_grid_sets_are_composed_once_for_each_choice(loader_and_master,
+                                                                 monkeypatch):
+    # As `make sweep` hands the grid over: every point also carries the command line's own
+    # overrides (the sweep overlay, a config group, and values).
+    loader, master = loader_and_master
+    line = ["sweep=default", "tracking.uri='sqlite:////tmp/x.db'"]
+    grid = [[f"model.hidden_nodes={h}", *line, *extra] for extra in ([], ["experiment=figure2"])
+            for h in (2, 5)]
+    composed = []
+    with monkeypatch.context() as m:
+        m.setattr(loader, "load_sweep_config", lambda master, overrides: composed.append(
+            overrides) or type(loader).load_sweep_config(loader, master, overrides))
+        fast_grid = compose_jobs(loader, master, grid)
+    assert composed == [["sweep=default"], ["sweep=default", "experiment=figure2"]]
+    for point, fast in zip(grid, fast_grid):
+        assert OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(_full(loader, master, point))
 
 
 @pytest.mark.parametrize("point", [["model.activaton=tanh"], ["train.epochs=many"]])

@@ -1,4 +1,5 @@
-"""What a sweep adds to its runs: the table of its children and the figures that compare them.
+"""A sweep's summary on its parent run: the table of its children and the figures that compare
+them (:func:`write`).
 
 Tables and figures list configs in the grid's own order (activation, then hidden nodes and
 learning rate as numbers: h2, h5, h10), never as text.
@@ -8,17 +9,17 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from annlab import names, tracking
+from annlab.errors import Unfinished
 from annlab.names import Status
-
-if TYPE_CHECKING:
-    from annlab.tracking import Record
+from annlab.tracking import Record
 
 AXES = ("model.activation", "model.hidden_nodes", "train.learning_rate")  # the heatmaps' axes
 SCORES = ("val_misclassification", "val_accuracy", "train_accuracy", "test_accuracy")
@@ -177,3 +178,64 @@ def describe(name: str, grid: dict[str, list[str]], table: pd.DataFrame) -> str:
                  "configuration; the figures compare them. Rerunning the same `make sweep` "
                  "runs only what is missing.")
     return "\n".join(lines)
+
+
+def write(experiment: tracking.Experiment, parent: tracking.Run, parent_name: str,
+          grid: dict[str, str], swept: dict[str, list[str]], n_val: int, out: Path,
+          results: dict[str, dict]) -> None:
+    """The children's table and figures onto the parent, which ends FINISHED if every config
+    finished, else FAILED naming those that did not (raised as :class:`Unfinished` once all is
+    written). The curves and final boundaries come from the jobs' ``results``, else (configs
+    done by an earlier attempt) from the store."""
+    experiment.close_stale_children(parent.run_id, "its job ended without closing the run")
+    table = summary_table(experiment.children(parent.run_id), grid, list(swept))
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(table, out / names.SWEEP_SUMMARY_FILE, n_val)
+    parent.log_params({key: ",".join(values) for key, values in swept.items()})
+    parent.log_artifact(out / names.SWEEP_SUMMARY_FILE)
+    finished = table[table["status"] == Status.FINISHED]
+    in_order = grid_order(finished)
+    store = experiment.store
+    figures = [plot_heatmaps(table, out / names.SWEEP_FIGURE_FILES["heatmaps"])]
+    curves = {r.run_name: _val_curve(tracking.Run(store, r.run_id), results.get(r.run_id))
+              for r in in_order.itertuples()}
+    figures.append(plot_curves(curves, out / names.SWEEP_FIGURE_FILES["curves"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        finals = {r.run_name: _final_boundary(tracking.Run(store, r.run_id),
+                                              results.get(r.run_id), Path(tmp) / r.run_id)
+                  for r in in_order.itertuples()}
+        if finals:
+            figures.append(tile_images(finals, out / names.SWEEP_FIGURE_FILES["boundaries"]))
+    for path in figures:
+        parent.log_artifact(path, names.FIGURES_DIR)
+    if len(finished):
+        best = finished.iloc[0]
+        parent.log_metrics({names.BEST_VAL_MISCLASSIFICATION: best["val_misclassification"]})
+        parent.set_tags({names.BEST_RUN: best["run_id"], names.BEST_RUN_NAME: best["run_name"]})
+    parent.set_note(describe(parent_name, swept, table))
+    failed = table[table["status"] != Status.FINISHED]
+    reason = (f"{len(failed)} of {len(table)} configs did not finish: "
+              + ", ".join(failed["run_name"])) if len(failed) else None
+    parent.end(Status.FAILED if reason else Status.FINISHED, reason)
+    shown = table[["run_name", "status", "train_accuracy", "val_accuracy", "test_accuracy"]]
+    print("\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    print(f"\nsweep parent run {parent_name} ({parent.run_id}): summary in its figures/ and "
+          f"{names.SWEEP_SUMMARY_FILE}; browse with `make ui`", flush=True)
+    if reason:
+        raise Unfinished(reason)
+
+
+def _val_curve(run: tracking.Run, result: dict | None) -> pd.Series:
+    if result and result.get("val_curve"):
+        curve = result["val_curve"]
+        return pd.Series(curve, index=range(1, len(curve) + 1))
+    return run.metric_history("val_misclassification")
+
+
+def _final_boundary(run: tracking.Run, result: dict | None, dst: Path) -> Path:
+    if result and result.get("boundary_final"):
+        dst.mkdir(parents=True)
+        path = dst / names.FIGURE_FILES["boundary_final"]
+        path.write_bytes(result["boundary_final"])
+        return path
+    return run.download(f"{names.FIGURES_DIR}/{names.FIGURE_FILES['boundary_final']}", dst)

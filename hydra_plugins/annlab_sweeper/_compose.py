@@ -1,0 +1,88 @@
+"""annlab's adapter to Hydra's overrides and composition: a command line into grid points, and
+each point into the job config its launcher will compose.
+
+The one private call into Hydra is here: a point's value overrides are applied to a composed
+base by the config loader's own override step (``ConfigLoaderImpl._apply_overrides_to_config``),
+as Hydra applies them after composing the defaults list, instead of composing each point in
+full (tens of milliseconds a point, a minute for 1,000). hydra-core is pinned in
+requirements.lock; tests/unit/test_compose.py holds the result equal to Hydra's full
+composition, errors included.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Sequence
+
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from omegaconf import DictConfig, open_dict
+
+from annlab.errors import InvalidGrid
+
+
+def expand(arguments: list[str]) -> tuple[list[list[str]], dict[str, list[str]]]:
+    """Each job's overrides: the product of every comma-separated value list (a key given twice
+    keeps its last value, so the command line replaces the sweep config's grid); and the swept
+    keys with their values."""
+    axes: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            axes[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            axes[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise InvalidGrid(f"{override.input_line}: a grid sweeps lists of values "
+                              "(key=a,b,c or range(...)), not intervals")
+    swept = {key: [o.split("=", 1)[1] for o in values] for key, values in axes.items()
+             if len(values) > 1}
+    return [list(point) for point in itertools.product(*axes.values())], swept
+
+
+def compose_jobs(loader, master: DictConfig, points: Sequence[Sequence[str]]
+                 ) -> list[DictConfig]:
+    """Each point's job config (without the ``hydra`` node), as its launcher will compose it.
+
+    Hydra composes a config from the defaults list (which the point's config-group, package and
+    ``hydra.`` overrides change) and then applies the point's value overrides, in order. So a
+    base is composed in full once for each distinct set of the former (``sweep=default`` on
+    every point: once), and each point's values are applied to a copy of it.
+    """
+    repository = getattr(loader, "repository", None)
+    parser = OverridesParser.create()
+    bases: dict[tuple[str, ...], DictConfig] = {}
+    configs = []
+    for point in points:
+        parsed = parser.parse_overrides(list(point))
+        if repository is None:
+            configs.append(_without_hydra(loader.load_sweep_config(master, list(point))))
+            continue
+        values = [o for o in parsed if _sets_a_value(o, repository)]
+        composed = tuple(o.input_line for o in parsed if not _sets_a_value(o, repository))
+        if composed not in bases:
+            bases[composed] = _without_hydra(loader.load_sweep_config(master, list(composed)))
+        cfg = copy.deepcopy(bases[composed])
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        except Exception:  # Hydra's full composition has the last word, error included
+            cfg = _without_hydra(loader.load_sweep_config(master, list(point)))
+        configs.append(cfg)
+    return configs
+
+
+def _sets_a_value(override: Override, repository) -> bool:
+    """Hydra's own test (its defaults list) for an override it applies to the composed config
+    rather than to the defaults list; ``hydra.`` keys and packages are left to Hydra."""
+    return (not override.is_hydra_override() and override.package is None
+            and not override.is_sweep_override()
+            and (isinstance(override.value(), dict)
+                 or not repository.group_exists(override.key_or_group)))
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg

@@ -1,0 +1,271 @@
+"""MLflow's own processes for `make server` and `make ui`: started, waited for, stopped.
+
+`make server` runs `mlflow server` over a backend store (any SQLAlchemy URL; PostgreSQL as
+`postgresql+psycopg://user@host:port/db`), artifacts proxied by the server (`--serve-
+artifacts`), so clients need no shared filesystem; its schema is brought up to date (`mlflow db
+upgrade`) first. Only loopback hosts are allowed unless `auth` turns on MLflow's basic-auth
+app, whose admin user (`admin`) is created on first start with the password in
+MLFLOW_AUTH_ADMIN_PASSWORD (MLflow's own variable, at least 12 characters; read only while the
+auth store has no admin). `make ui` runs `mlflow ui` on 127.0.0.1 over annlab's store. Each
+runs in a process group of its own, its output in a log under outputs/, and stops with that
+whole group on a signal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from annlab import interrupts, tracking
+from annlab.errors import AnnlabError
+from annlab.paths import REPO_ROOT as REPO
+from annlab.paths import default_paths
+
+OUTPUTS = Path(default_paths().outputs)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+ADMIN_USER = "admin"
+PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"
+SECRET_VAR = "MLFLOW_FLASK_SERVER_SECRET_KEY"
+READY_TIMEOUT = 120.0
+STOP_TIMEOUT = 15.0
+
+
+class ServerError(AnnlabError):
+    """A tracking server or UI that cannot start or has stopped; the message says why."""
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for printing."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def check_host(host: str, auth: bool) -> None:
+    if host not in LOOPBACK_HOSTS and not auth:
+        raise ServerError(f"HOST={host!r} would serve beyond this machine without a login; "
+                          f"allowed: {' | '.join(LOOPBACK_HOSTS)}, or any host with AUTH=1")
+
+
+def check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise ServerError(f"PORT={port} on {host} is not available ({err.strerror}); "
+                              f"choose another, e.g. PORT={port + 1}") from None
+
+
+def check_db(url: str) -> None:
+    """Connect once, with a short timeout: MLflow itself retries for ~100 s before failing."""
+    import sqlalchemy
+
+    try:
+        engine_url = sqlalchemy.engine.make_url(url)
+        if engine_url.get_backend_name() == "sqlite" and engine_url.database:
+            Path(engine_url.database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args = ({"connect_timeout": 5}
+                        if engine_url.get_backend_name() == "postgresql" else {})
+        engine = sqlalchemy.create_engine(engine_url, connect_args=connect_args)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as err:  # any driver's error: the message is what the user needs
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()
+        raise ServerError(f"cannot use the backend store DB={redact(url)}: "
+                          f"{reason[0] if reason else type(err).__name__}") from None
+
+
+def log_tail(log: Path, lines: int = 1) -> str:
+    text = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return " | ".join(text[-lines:]) if text else "(empty log)"
+
+
+def upgrade_db(mlflow: Path, url: str, log: Path, env: dict[str, str]) -> None:
+    with log.open("a") as out:
+        out.write(f"--- mlflow db upgrade {redact(url)}\n")
+        out.flush()
+        done = subprocess.run([str(mlflow), "db", "upgrade", url], stdout=out,
+                              stderr=subprocess.STDOUT, env=env, timeout=600)
+    if done.returncode != 0:
+        raise ServerError(f"mlflow db upgrade failed for DB={redact(url)}: {log_tail(log)} "
+                          f"(log: {log})")
+
+
+def write_auth_config(state: Path) -> Path:
+    """An auth ini whose user store is an absolute path (the shipped one is relative)."""
+    ini = state / "basic_auth.ini"
+    ini.write_text("[mlflow]\n"
+                   "default_permission = READ\n"
+                   f"database_uri = sqlite:///{state / 'basic_auth.db'}\n"
+                   f"admin_username = {ADMIN_USER}\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    return ini
+
+
+def auth_env(state: Path, env: dict[str, str]) -> dict[str, str]:
+    """Environment for the basic-auth app; the password is checked, never written anywhere."""
+    first_start = not (state / "basic_auth.db").exists()
+    password = env.get(PASSWORD_VAR, "")
+    if first_start and not password:
+        raise ServerError(f"AUTH=1 needs the admin password in ${PASSWORD_VAR} (at least 12 "
+                          "characters; there is no default)")
+    if first_start and len(password) < 12:
+        raise ServerError(f"${PASSWORD_VAR} is shorter than the 12 characters MLflow requires")
+    return {**env, "MLFLOW_AUTH_CONFIG_PATH": str(write_auth_config(state)),
+            # One worker, so a key made per start is consistent; sessions end with the server.
+            SECRET_VAR: env.get(SECRET_VAR) or secrets.token_urlsafe(32)}
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float,
+                 what: str = "mlflow server") -> None:
+    """Until ``url``/health answers; refused naming the log if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(f"{what} exited with code {proc.returncode} before "
+                              f"answering: {log_tail(log)} (log: {log})")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise ServerError(f"{what} did not answer {url}/health within {timeout:.0f} s "
+                      f"(log: {log})")
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM the server's process group (its own, by the leader's PID); SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; wait for the rest of its group (uvicorn) too.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
+def serve(db: str, host: str, port: int, artifacts: Path, auth: bool, state: Path) -> None:
+    """`mlflow server` over ``db``, in the foreground until a signal; one line once ready."""
+    started = time.monotonic()
+    check_host(host, auth)
+    check_port_free(host, port)
+    state = state.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    artifacts = artifacts.resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    log = state / f"mlflow-server-{port}.log"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if auth:
+        state.chmod(0o700)  # the auth ini and the user store (password hashes) live here
+        env = auth_env(state, env)
+    check_db(db)
+    mlflow = Path(sys.executable).with_name("mlflow")
+    upgrade_db(mlflow, db, log, env)
+
+    cmd = [str(mlflow), "server", "--backend-store-uri", db, "--serve-artifacts",
+           "--artifacts-destination", str(artifacts), "--host", host,
+           "--port", str(port), "--workers", "1"]
+    if auth:
+        cmd += ["--app-name", "basic-auth"]
+    with interrupts.raised():
+        proc = _start(cmd, log, env, shown=lambda text: text.replace(db, redact(db)))
+        try:
+            wait_healthy(proc, f"http://{url_host(probe_host(host))}:{port}", log,
+                         READY_TIMEOUT)
+            public = host if host in LOOPBACK_HOSTS else socket.getfqdn()
+            login = (f"; log in as MLFLOW_TRACKING_USERNAME={ADMIN_USER} with "
+                     f"MLFLOW_TRACKING_PASSWORD=<${PASSWORD_VAR}>") if auth else ""
+            print(f"MLflow server ready in {time.monotonic() - started:.1f} s: "
+                  f"MLFLOW_TRACKING_URI=http://{url_host(public)}:{port}{login} "
+                  f"(log: {_shown(log)}; Ctrl-C stops it)", flush=True)
+            proc.wait()
+            raise ServerError(f"mlflow server exited with code {proc.returncode}: "
+                              f"{log_tail(log)} (log: {log})")
+        except KeyboardInterrupt:
+            return
+        finally:
+            with interrupts.held():
+                stop_group(proc)
+
+
+def ui(uri: str, experiment: str, port: int) -> None:
+    """`mlflow ui` over the store at ``uri`` on 127.0.0.1, until a signal; prints the link that
+    opens the experiment's runs. A tracking server has its own UI: its link only."""
+    opened = tracking.open(uri, experiment)  # a new store is created whole, before the UI
+    if tracking.is_server(uri):
+        print(f"the store is a tracking server; open {runs_link(uri, opened.id)}")
+        return
+    base = f"http://127.0.0.1:{port}"
+    log = OUTPUTS / f"mlflow-ui-{port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host",
+           "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with interrupts.raised():
+        proc = _start(cmd, log, env)
+        try:
+            try:
+                wait_healthy(proc, base, log, READY_TIMEOUT, "mlflow ui")
+            except ServerError as err:
+                raise ServerError(f"{err}; port {port} in use? try `make ui UI_PORT={port + 1}`"
+                                  ) from err
+            print(f"MLflow UI: {runs_link(base, opened.id)}\n"
+                  f"  (experiment {experiment!r}; Ctrl-C stops it; its log is {_shown(log)})\n"
+                  "  Click 'Model training' once at the top left: the UI then keeps to the "
+                  "training views for every page", flush=True)
+            proc.wait()
+        except KeyboardInterrupt:
+            return
+        finally:
+            with interrupts.held():
+                stop_group(proc)
+
+
+def runs_link(base: str, experiment_id: str) -> str:
+    """The experiment's runs table in model-training mode (what MLflow 3.17's UI honours)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def _start(cmd: list[str], log: Path, env: dict[str, str], shown=lambda text: text
+           ) -> subprocess.Popen:
+    """``cmd`` in a process group of its own, its output appended to ``log``."""
+    with log.open("a") as out:
+        out.write(f"--- {shown(' '.join(cmd))}\n")
+        out.flush()
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
+def probe_host(host: str) -> str:
+    """Where this process asks for /health: a wildcard host answers on loopback."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)

@@ -1,0 +1,152 @@
+"""A tracking store as this process opens it: its URI checked, a new sqlite file created whole,
+a server asked whether it answers, one MLflow client per store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from contextlib import closing
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.file_utils import ExclusiveFileLock
+from sqlalchemy.exc import SQLAlchemyError
+
+from annlab.errors import AnnlabError
+
+file_lock = ExclusiveFileLock  # MLflow's flock-based lock, for other stores' first creation
+STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
+class TrackingError(AnnlabError):
+    """The tracking store cannot be used; the message says which and why."""
+
+
+def resolve_uri(configured: str | None, default: str) -> str:
+    """``tracking.uri`` if set, else ``$MLFLOW_TRACKING_URI``, else ``default`` (paths.store)."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default
+
+
+def is_server(uri: str) -> bool:
+    """Whether ``uri`` names a tracking server (rather than a database the process opens)."""
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return (Path(uri.removeprefix("sqlite:///").split("?")[0]) if uri.startswith("sqlite:///")
+            else None)
+
+
+def first_line(err: BaseException) -> str:
+    """An exception in one line, for messages."""
+    text = getattr(err, "message", None) or str(err) or type(err).__name__
+    return text.strip().splitlines()[0]
+
+
+def duplicate_row(err: BaseException) -> bool:
+    """A uniqueness violation, as sqlite, PostgreSQL or a server relaying them word it."""
+    text = str(err).lower()
+    return any(m in text for m in ("unique constraint", "uniqueviolation", "duplicate key"))
+
+
+@cache
+def _client(uri: str) -> MlflowClient:
+    """One client per store and process: opening a sqlite store costs about a second."""
+    return MlflowClient(uri)
+
+
+def _check_uri(uri: str) -> None:
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme not in STORE_SCHEMES or (scheme == "sqlite" and not uri.startswith("sqlite:///")):
+        raise TrackingError(f"tracking URI {uri!r} is not a tracking store; allowed: "
+                            "sqlite:///<path>, http(s)://<mlflow server>, "
+                            "postgresql://..., mysql://..., mssql://...")
+
+
+def _check_server(uri: str) -> None:
+    """Fail within seconds, not after MLflow's minutes of retries, when nothing answers."""
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+    except requests.RequestException as err:
+        raise TrackingError(f"tracking server {uri} is unreachable ({type(err).__name__}); "
+                            "start it or point MLFLOW_TRACKING_URI elsewhere") from err
+
+
+def build_whole(target: Path, build) -> None:
+    """Make ``target`` with ``build(path)`` beside it and rename it into place, under a lock:
+    several processes may ask at once, and a half-built file must never be left at ``target``."""
+    if target.exists():
+        return
+    with file_lock(f"{target}.lock"):
+        if target.exists():
+            return
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.new")
+        try:
+            build(tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _empty_store() -> Path:
+    """A new, empty store of this MLflow version, made once by MLflow's own schema migrations
+    (seconds) and copied for every new store after it (a millisecond)."""
+    from mlflow.version import VERSION
+
+    cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "annlab"
+    template = cache_dir / f"mlflow-{VERSION}-empty.db"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    build_whole(template, lambda tmp: MlflowClient(f"sqlite:///{tmp}").search_experiments(
+        max_results=1))
+    return template
+
+
+def _open_sqlite(db: Path, uri: str) -> None:
+    """Create a new store whole or not at all; refuse, in seconds, a file that is no store.
+
+    Several processes may open a new store at once (two terminals, a script): one copies it
+    into place under a lock, the others wait and use it. Building it in place could leave a
+    half-built file behind that breaks every later run.
+    """
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if not db.exists():
+            build_whole(db, lambda tmp: shutil.copyfile(_empty_store(), tmp))
+    except (OSError, MlflowException, SQLAlchemyError) as err:
+        raise TrackingError(f"cannot create the tracking store {db}: {first_line(err)}"
+                            ) from err
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
+            con.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.Error as err:
+        raise TrackingError(f"tracking store {uri} is not a usable MLflow store ({err}); move "
+                            "the file aside (annlab then creates a new one) or set "
+                            "tracking.uri / MLFLOW_TRACKING_URI to another store") from err
+
+
+class Store:
+    """One tracking store (a sqlite file or a server) as this process sees it."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        _check_uri(uri)
+        if is_server(uri):
+            _check_server(uri)
+        elif (db := sqlite_path(uri)) is not None:
+            _open_sqlite(db, uri)
+        self.client = _client(uri)
+
+    def check_reachable(self, consequence: str, cause: BaseException | None = None) -> None:
+        """For a server store: raise :class:`TrackingError` at once (naming the server and
+        ``consequence``) if it does not answer, instead of spending MLflow's retry window on
+        each further call."""
+        if is_server(self.uri):
+            try:
+                _check_server(self.uri)
+            except TrackingError as err:
+                raise TrackingError(f"{err}; {consequence}") from (cause or err)

@@ -1,0 +1,63 @@
+"""What a sweep and a study share: a parent that resumes, and an early stop that closes every run
+it leaves open and says how to go on."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from annlab import multirun, names, tracking
+from annlab.errors import Stopped, Unfinished
+
+
+def _launching(exp, **kw):
+    key = {names.SWEEP: "s", names.SWEEP_GRID: "g"}
+    return multirun.launching(exp, lambda: exp.parent_run(key, "sweep-s", "tests"), "sweep-s",
+                              "sweep", "finished configs are not run again", **kw)
+
+
+def test_a_sweep_stopped_early_closes_what_it_left_running_and_says_how_to_resume(
+        store_uri, experiment):
+    exp = tracking.open(store_uri, experiment)
+    client = MlflowClient(store_uri)
+    with pytest.raises(Stopped) as info, _launching(exp) as (parent, resumed):
+        job = client.create_run(exp.id, run_name="job", tags={names.PARENT_RUN: parent.run_id})
+        raise KeyboardInterrupt  # as a Ctrl-C arrives while the jobs run
+    assert not resumed
+    lines = str(info.value).splitlines()
+    assert lines[0] == "interrupted (Ctrl-C): closed as KILLED:"
+    assert f"  job ({job.info.run_id})" in lines
+    assert lines[-2] == f"  sweep-s ({parent.run_id}), the sweep's parent"
+    assert lines[-1] == "rerun the same command to resume: finished configs are not run again"
+    for run_id in (parent.run_id, job.info.run_id):
+        assert client.get_run(run_id).info.status == "KILLED"
+    with _launching(exp) as (again, resumed):  # the same key resumes the same parent
+        assert (again.run_id, resumed) == (parent.run_id, True)
+        assert client.get_run(parent.run_id).info.status == "RUNNING"
+        assert names.FAILURE not in client.get_run(parent.run_id).data.tags
+    again.end("FINISHED")
+
+
+def test_a_study_whose_other_workers_run_trials_keeps_its_parent_open(store_uri, experiment):
+    exp = tracking.open(store_uri, experiment)
+    with pytest.raises(Stopped) as info, _launching(exp, keep_parent=lambda: True) as (p, _):
+        raise KeyboardInterrupt
+    assert "stays open: other workers run trials" in str(info.value)
+    run = MlflowClient(store_uri).get_run(p.run_id)
+    assert run.info.status == "RUNNING" and run.data.tags[names.PROCESS] == "shared"
+
+
+def test_a_fault_annlab_names_goes_out_as_it_is(store_uri, experiment):
+    exp = tracking.open(store_uri, experiment)
+    with pytest.raises(Unfinished, match="1 of 2"), _launching(exp):
+        raise Unfinished("1 of 2 configs did not finish: x")
+
+
+def test_each_job_is_told_its_parent_store_name_and_place_in_its_overrides(store_uri,
+                                                                          experiment):
+    exp = tracking.open(store_uri, experiment)
+    parent, _ = exp.parent_run({names.SWEEP: "o"}, "sweep-o", "tests")
+    uri = "sqlite:////tmp/it's here.db"
+    assert multirun.job_overrides(["seed=1"], parent, uri, "tanh-h2", 3, 27) == [
+        "seed=1", f"tracking.parent_run_id={parent.run_id}",
+        "tracking.uri='sqlite:////tmp/it\\'s here.db'", "tracking.run_name='tanh-h2'",
+        "+hydra.job.env_set.ANNLAB_PROGRESS=3/27"]
+    parent.end("FINISHED")
