@@ -2,8 +2,8 @@
 # target installs what it uses into .venv on first use (re-done when the lock file changes).
 SHELL := /bin/bash
 PYTHON ?= python3.11
-VENV := .venv
-PY := $(VENV)/bin/python
+VENV ?= .venv
+PY ?= $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 EXPERIMENT ?= figure2
@@ -26,11 +26,13 @@ cli = $(if $(filter command line,$(origin $(1))),$($(1)),$(2))
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# Several targets started at once (two terminals, a script) may all find .venv missing or stale:
+# one installs under the lock, the others wait for it and find the stamp fresh.
 $(STAMP): requirements.lock pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	@touch $@
+	@flock $(VENV).lock $(SHELL) -c 'test $@ -nt requirements.lock -a $@ -nt pyproject.toml \
+	  && exit 0; set -ex; test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock; \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .; touch $@'
 
 install: $(STAMP)  ## create .venv from the lock file (done by every target on first use)
 

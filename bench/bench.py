@@ -347,7 +347,7 @@ def bench_tune() -> None:
             db = f"sqlite:///{tmp}/optuna-{seed}.db"
             wall = _cli("tune=default", f"tune.seed={seed}", f"tune.study=s{seed}",
                         f"tracking.uri=sqlite:///{tmp}/tune-{seed}.db",
-                        f"paths.study_store={db}", f"hydra.sweep.dir={tmp}/tune-{seed}")
+                        f"tune.storage={db}", f"hydra.sweep.dir={tmp}/tune-{seed}")
             study = optuna.load_study(study_name=f"s{seed}", storage=db)
             done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
             epochs = sum(max(t.intermediate_values, default=0) if t.state.name == "PRUNED"

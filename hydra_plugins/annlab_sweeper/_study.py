@@ -40,7 +40,7 @@ def sweep(sweeper, arguments: list[str]) -> list[Any]:
     study.validate(base.tune)
     study.check_space(base)
     uri = tracking.resolve_uri(base.tracking.uri, base.paths.store)
-    url = study.storage_url(base.tune, base.paths.study_store, uri)
+    url = study.storage_url(base.tune, uri)
     multirun.check_cluster(config, uri)
     return study.run(base, points[0], uri, url, parallel(config), sweeper.launch,
                      Path(config.hydra.sweep.dir) / "summary")

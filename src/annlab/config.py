@@ -78,7 +78,7 @@ class PrunerConfig:
 @dataclass
 class TuneConfig:
     study: str = MISSING  # the study's name: the same name and storage resume and share it
-    storage: str | None = None  # Optuna's database; null: paths.study_store
+    storage: str | None = None  # Optuna's database; null: optuna.db beside a sqlite store
     n_trials: int = MISSING  # the study's total, over every worker and rerun
     seed: int = MISSING  # the sampler's
     sampler: str = MISSING  # tpe | random

@@ -147,13 +147,58 @@ class UnreachableStore(AnnlabError):
     """A cluster whose nodes cannot reach the tracking store."""
 
 
+class NoCluster(AnnlabError):
+    """A Ray cluster address where nothing answers."""
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return host.strip("[]") or address, int(port) if port.isdigit() else 6379
+
+
+def _resolved(host: str) -> set[str]:
+    """The host's addresses; none if its name does not resolve."""
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return set()
+
+
+def _answers(host: str, port: int) -> str | None:
+    """None if something accepts connections at host:port within seconds, else why not."""
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return None
+    except socket.gaierror:
+        return "its name does not resolve"
+    except OSError as err:
+        return err.strerror or type(err).__name__
+
+
 def check_cluster(config: DictConfig, uri: str) -> None:
-    """Refuse, before any job starts, a Ray cluster with nodes on other machines when the
-    store is one only this machine can reach (a sqlite file, a server on loopback)."""
+    """Before any job starts and before connecting to it, refuse a Ray cluster that cannot
+    work: one on another machine (its address says so) when the store is one only this machine
+    can reach (a sqlite file, a server on loopback); an address where nothing answers. A
+    cluster on this machine with such a store is asked for its nodes: one of them elsewhere is
+    refused too."""
     init = OmegaConf.select(config, "hydra.launcher.ray.init")
     if init is None or not init.get("address"):
         return  # not Ray, or a local instance: its jobs see what this machine sees
-    if tracking.is_server(uri) and not is_loopback(urlparse(uri).hostname):
+    address = str(init.address)
+    local_store = not tracking.is_server(uri) or is_loopback(urlparse(uri).hostname)
+    advice = ("start `make server` (on a PostgreSQL DB) and set MLFLOW_TRACKING_URI=http://"
+              "<this machine>:<port> before the sweep")
+    if address not in ("auto", "local"):  # "auto": a cluster started on this machine
+        host, port = _host_port(address)
+        here = _resolved(host) & local_addresses() or is_loopback(host)
+        if local_store and not here:
+            raise UnreachableStore(f"the Ray cluster at {address} is on another machine and "
+                                   f"cannot reach the store {uri}, which only this machine "
+                                   f"sees; {advice}")
+        if (why := _answers(host, port)) is not None:
+            raise NoCluster(f"no Ray cluster answers at RAY_ADDRESS={address} ({why}); start "
+                            "it, or unset RAY_ADDRESS for a local Ray instance")
+    if not local_store:
         return  # a server the nodes can reach
     import ray
 
@@ -163,7 +208,6 @@ def check_cluster(config: DictConfig, uri: str) -> None:
                      if n["Alive"] and n["NodeManagerAddress"] not in here})
     if remote:
         raise UnreachableStore(
-            f"the Ray cluster at {init.address} has nodes on other machines "
+            f"the Ray cluster at {address} has nodes on other machines "
             f"({', '.join(remote)}) that cannot reach the store {uri}, which only this "
-            "machine sees; start `make server` (on a PostgreSQL DB) and set "
-            "MLFLOW_TRACKING_URI=http://<this machine>:<port> before the sweep")
+            f"machine sees; {advice}")

@@ -14,7 +14,6 @@ whole group on a signal.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import signal
 import socket
@@ -25,7 +24,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from annlab import interrupts, tracking
+from annlab import databases, interrupts, tracking
+from annlab.databases import redact
 from annlab.errors import AnnlabError
 from annlab.paths import REPO_ROOT as REPO
 from annlab.paths import default_paths
@@ -36,16 +36,12 @@ ADMIN_USER = "admin"
 PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"
 SECRET_VAR = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 READY_TIMEOUT = 120.0
+BACKEND = "the backend store DB"
 STOP_TIMEOUT = 15.0
 
 
 class ServerError(AnnlabError):
     """A tracking server or UI that cannot start or has stopped; the message says why."""
-
-
-def redact(url: str) -> str:
-    """The URL without its password, fit for printing."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 def url_host(host: str) -> str:
@@ -70,23 +66,11 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def check_db(url: str) -> None:
-    """Connect once, with a short timeout: MLflow itself retries for ~100 s before failing."""
-    import sqlalchemy
-
-    try:
-        engine_url = sqlalchemy.engine.make_url(url)
-        if engine_url.get_backend_name() == "sqlite" and engine_url.database:
-            Path(engine_url.database).parent.mkdir(parents=True, exist_ok=True)
-        connect_args = ({"connect_timeout": 5}
-                        if engine_url.get_backend_name() == "postgresql" else {})
-        engine = sqlalchemy.create_engine(engine_url, connect_args=connect_args)
-        with engine.connect():
-            pass
-        engine.dispose()
-    except Exception as err:  # any driver's error: the message is what the user needs
-        reason = str(getattr(err, "orig", None) or err).strip().splitlines()
-        raise ServerError(f"cannot use the backend store DB={redact(url)}: "
-                          f"{reason[0] if reason else type(err).__name__}") from None
+    """The backend store answers (one short connection: MLflow itself retries for minutes)."""
+    parsed = databases.parse(url, BACKEND)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    databases.tables(url, BACKEND)
 
 
 def log_tail(log: Path, lines: int = 1) -> str:

@@ -30,8 +30,10 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import Trial, TrialState
 
-from annlab import interrupts, multirun, names, tracking
+from annlab import databases, interrupts, multirun, names, tracking
 from annlab.config import ConfigError, run_name
+from annlab.databases import redact
+from annlab.errors import AnnlabError
 from annlab.names import Status
 from annlab.rules import RULES
 
@@ -52,6 +54,8 @@ GRACE_SECONDS = 60  # a RUNNING trial silent this long belongs to a dead process
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 SURPLUS_ATTR = "annlab.surplus"
 PARENT_ATTR = "annlab.mlflow_parent_run_id"  # the study's user attribute naming its MLflow run
+STORE_ATTR = "annlab.tracking_store"  # ... the tracking store its trials are tracked in
+EXPERIMENT_ATTR = "annlab.experiment"  # ... and the experiment
 
 
 # -- the config ------------------------------------------------------------------------------
@@ -131,13 +135,50 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
-def storage_url(tune: DictConfig, default: str, tracking_uri: str) -> str:
-    """``tune.storage`` or ``default`` (paths.study_store); refused if it is MLflow's."""
-    url = tune.storage or default
-    if url.split("?")[0] == tracking_uri.split("?")[0]:
-        raise ConfigError("tune.storage", url, "a database of Optuna's own, not MLflow's "
-                          "tracking store (both keep an alembic_version table)")
+OWN_DATABASE = ("a database of Optuna's own, never MLflow's (both keep an alembic_version "
+                "table): sqlite:///<path>, or postgresql+psycopg://<user>@<host>:<port>/"
+                "<database> with a database of its own beside MLflow's")
+
+
+def storage_url(tune: DictConfig, tracking_uri: str) -> str:
+    """``tune.storage``, else ``optuna.db`` beside a sqlite tracking store, so that a study
+    lives and goes with the store its trials are tracked in; a tracking server (or a database
+    store) has no default. Refused, before anything is written, when it is MLflow's own
+    database."""
+    if tune.storage:
+        url = tune.storage
+    elif (db := tracking.sqlite_path(tracking_uri)) is not None:
+        url = f"sqlite:///{db.parent / 'optuna.db'}"
+    else:
+        raise ConfigError("tune.storage", None, f"with the tracking store {redact(tracking_uri)}, "
+                          f"{OWN_DATABASE}")
+    if url.split("?")[0] == tracking_uri.split("?")[0] or databases.holds_mlflow(
+            databases.tables(url, "tune.storage")):
+        raise ConfigError("tune.storage", redact(url), f"{OWN_DATABASE}; this one holds "
+                          "MLflow's tracking tables")
     return url
+
+
+class OtherStore(AnnlabError):
+    """A study that belongs to another tracking store or experiment."""
+
+
+def check_belongs(study: optuna.Study, created: bool, tracking_uri: str, experiment: str
+                  ) -> None:
+    """A new study records the tracking store and experiment its trials go to; one opened
+    again must be opened for the same, or its trials would be counted in one store and
+    tracked in another."""
+    here = {STORE_ATTR: redact(tracking_uri), EXPERIMENT_ATTR: experiment}
+    there = {key: study.user_attrs.get(key) for key in here}
+    if created or None in there.values():  # new, or made before studies recorded their store
+        for key, value in here.items():
+            study.set_user_attr(key, value)
+    elif there != here:
+        raise OtherStore(f"study {study.study_name!r} belongs to the tracking store "
+                         f"{there[STORE_ATTR]}, experiment {there[EXPERIMENT_ATTR]!r}; this "
+                         f"command tracks into {here[STORE_ATTR]}, experiment "
+                         f"{here[EXPERIMENT_ATTR]!r}: choose another tune.study or "
+                         "tune.storage, or the study's own store")
 
 
 # -- the study -------------------------------------------------------------------------------
@@ -265,6 +306,7 @@ def run(base: DictConfig, point: list[str], uri: str, url: str, batch: int, laun
         experiment = tracking.open(uri, base.tracking.experiment)
         with interrupts.held():
             study, created = open_study(t, url)
+            check_belongs(study, created, uri, base.tracking.experiment)
             fail_stale(study)
             sampler_and_pruner(t, study, created)
     launched: list[Any] = []

@@ -23,11 +23,10 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 
 from annlab import tracking
 from annlab.pipeline import build_data, run_experiment
-from tests.servers import MlflowServer, assert_loopback_only, descendants, kill_pids
+from tests.servers import MlflowServer, assert_loopback_only, descendants, free_port, kill_pids
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["plot.frames=2", "plot.grid_size=12", "plot.dpi=30", "data.n_samples=120"]
@@ -335,54 +334,23 @@ def test_a_server_that_stays_away_fails_the_sweep_and_a_rerun_completes_it(
 
 # --- Ray ---------------------------------------------------------------------------------
 
-REMOTE = "10.1.2.3"  # a node on another machine, as ray.nodes() names it
-
-
-@pytest.mark.parametrize("uri, nodes, refused", [
-    ("sqlite:////tmp/annlab/mlflow.db", [("127.0.0.1", True), (REMOTE, True)], True),
-    ("http://127.0.0.1:5001", [("127.0.0.1", True), (REMOTE, True)], True),
-    ("http://localhost:5001", [(REMOTE, True)], True),
-    ("http://[::1]:5001", [(REMOTE, True)], True),
-    ("sqlite:////tmp/annlab/mlflow.db", [("127.0.0.1", True), ("127.0.0.1", True)], False),
-    ("sqlite:////tmp/annlab/mlflow.db", [("127.0.0.1", True), (REMOTE, False)], False),
-    ("http://10.0.0.5:5001", [(REMOTE, True)], False),
-    ("https://mlflow.example.org", [(REMOTE, True)], False),
-])
-def test_a_remote_cluster_with_a_store_only_this_machine_sees_is_refused(
-        monkeypatch, uri, nodes, refused):
-    import ray
-
-    from annlab.multirun import UnreachableStore, check_cluster
-
-    inits: list[dict] = []
-    monkeypatch.setattr(ray, "init", lambda **kw: inits.append(kw))
-    monkeypatch.setattr(ray, "nodes", lambda: [
-        {"NodeManagerAddress": address, "Alive": alive} for address, alive in nodes])
-    config = OmegaConf.create({"hydra": {"launcher": {"ray": {"init": {
-        "address": f"{REMOTE}:6379", "include_dashboard": False}}}}})
-    if refused:
-        with pytest.raises(UnreachableStore) as info:
-            check_cluster(config, uri)
-        message = str(info.value)
-        assert "\n" not in message
-        assert f"nodes on other machines ({REMOTE})" in message and uri in message
-        assert "make server" in message and "MLFLOW_TRACKING_URI=" in message
-    else:
-        check_cluster(config, uri)
-    # A server the nodes can reach needs no look at the cluster.
-    expected = [] if uri.startswith("http") and not refused else [f"{REMOTE}:6379"]
-    assert [kw["address"] for kw in inits] == expected
-
-
-def test_a_local_ray_instance_is_not_checked(monkeypatch):
-    import ray
-
-    from annlab.multirun import check_cluster
-
-    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init called"))
-    config = OmegaConf.create({"hydra": {"launcher": {"ray": {"init": {"address": None}}}}})
-    check_cluster(config, "sqlite:////tmp/annlab/mlflow.db")
-    check_cluster(OmegaConf.create({"hydra": {"launcher": {"n_jobs": 2}}}), "sqlite:///x.db")
+@pytest.mark.parametrize("store", ["sqlite", "server"])
+def test_a_ray_cluster_that_is_not_there_is_refused_in_one_line_before_any_run(tmp_path,
+                                                                               store):
+    # With a store only this machine sees, an address on another machine is refused before
+    # connecting; with a server store, an address where nothing answers within seconds.
+    address = "ray-head.invalid:6379" if store == "sqlite" else f"127.0.0.1:{free_port()}"
+    uri = (f"sqlite:///{tmp_path / 'mlflow.db'}" if store == "sqlite" else
+           "http://10.0.0.5:5001")  # never reached: the cluster is refused first
+    started = time.monotonic()
+    out = run_cli(sweep_argv(tmp_path / "sweep", uri, "annlab", "train.epochs=8",
+                             launcher="annlab_ray"),
+                  env={**os.environ, "RAY_ADDRESS": address}, timeout=120)
+    assert out.returncode == 1 and time.monotonic() - started < 15
+    (line,) = out.stderr.strip().splitlines()
+    assert address in line and line.startswith("error: ")
+    assert ("on another machine" if store == "sqlite" else "no Ray cluster answers") in line
+    assert not (tmp_path / "mlflow.db").exists()  # nothing created
 
 
 RAY_GRID = ["train.epochs=8", "model.activation=tanh,relu", "model.hidden_nodes=3",

@@ -223,7 +223,7 @@ def test_a_store_refused_while_the_workers_start_is_one_line(tmp_path, kind):
         silent.listen()
         uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
         args = (["sweep=default", *TINY] if kind == "sweep" else
-                ["tune=default", "train.epochs=8", f"paths.study_store=sqlite:///{tmp_path}/o.db"])
+                ["tune=default", "train.epochs=8", f"tune.storage=sqlite:///{tmp_path}/o.db"])
         path = os.pathsep.join([str(REPO / "tests" / "scripts" / "slow_forkserver"),
                                 os.environ.get("PYTHONPATH", "")])
         out = subprocess.run(

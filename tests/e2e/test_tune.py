@@ -28,7 +28,7 @@ TINY = ["train.epochs=60", "plot.frames=3", "plot.image_steps=2", "plot.grid_siz
 def _tune(tmp_path, *overrides, popen=False, name="s"):
     args = [sys.executable, "-m", "pipelines.run", "tune=default", *TINY,
             "hydra/launcher=basic", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-            f"paths.study_store=sqlite:///{tmp_path / 'optuna.db'}", f"tune.study={name}",
+            f"tune.study={name}",
             f"hydra.sweep.dir={tmp_path / 'sweeps' / str(time.monotonic_ns())}", *overrides]
     kw = {"cwd": REPO, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     return subprocess.Popen(args, **kw) if popen else subprocess.run(args, timeout=900, **kw)
@@ -164,3 +164,24 @@ def test_bad_input_is_one_line_and_creates_nothing(tmp_path):
         "error: invalid config: tune.n_trials=0; allowed: an integer >= 1"]
     assert not (tmp_path / "optuna.db").exists()
     assert _runs(tmp_path)[1:] == ([], [])
+
+
+def test_each_store_keeps_its_own_study_and_a_shared_storage_is_refused(tmp_path):
+    """The same `make tune` into two fresh stores: each runs a study of its own, beside its
+    store. Pointed at the first store's study, the second is refused naming both stores."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    for store in (first, second):
+        out = _tune(store, "tune.n_trials=2", name="moons")
+        assert out.returncode == 0, out.stderr
+        assert "starting study 'moons'" in out.stdout and "2 to ask" in out.stdout
+        client, (parent,), trials = _runs(store)
+        assert len(trials) == 2 and (store / "optuna.db").exists()
+        table = pd.read_csv(client.download_artifacts(parent.info.run_id, "trials.csv",
+                                                      str(store)))
+        assert set(table["run_id"]) == {t.info.run_id for t in trials}  # this store's runs
+    out = _tune(second, "tune.n_trials=2", f"tune.storage=sqlite:///{first / 'optuna.db'}",
+                name="moons")
+    assert out.returncode == 1
+    (line,) = out.stderr.strip().splitlines()
+    assert f"{first / 'mlflow.db'}" in line and f"{second / 'mlflow.db'}" in line
+    assert len(_runs(second)[2]) == 2  # nothing more was run or tracked

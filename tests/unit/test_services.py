@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from annlab.services import redact
+from annlab.databases import redact
 from pipelines.server import main
 from tests.servers import free_port
 

@@ -1,8 +1,6 @@
 """The study's settings and Optuna: the search space and its checks, seeded suggestions,
 shared budgets, and the two private attributes annlab.study reads (pinned here)."""
 
-import os
-
 import optuna
 import pytest
 from omegaconf import OmegaConf
@@ -44,12 +42,48 @@ def test_a_space_the_config_cannot_take_is_refused(compose_cfg, override, key):
     assert info.value.key == key
 
 
-def test_the_study_never_shares_mlflows_database(compose_cfg):
-    cfg = compose_cfg(["tune=default", "tune.storage=sqlite:////tmp/x/mlflow.db"])
-    with pytest.raises(ConfigError, match="not MLflow's"):
-        tune.storage_url(cfg.tune, "unused", "sqlite:////tmp/x/mlflow.db")
-    assert tune.storage_url(cfg.tune, "unused", "sqlite:////tmp/y.db") == \
-        "sqlite:////tmp/x/mlflow.db"
+def test_a_study_lives_beside_its_sqlite_store_and_a_server_has_no_default(compose_cfg):
+    cfg = compose_cfg(["tune=default"])
+    assert tune.storage_url(cfg.tune, "sqlite:////tmp/a/b/mlflow.db") == \
+        "sqlite:////tmp/a/b/optuna.db"
+    for uri in ("http://127.0.0.1:5001", "postgresql+psycopg://me:secret@db:5432/mlflow"):
+        with pytest.raises(ConfigError) as info:
+            tune.storage_url(cfg.tune, uri)
+        assert info.value.key == "tune.storage" and "secret" not in str(info.value)
+        assert "postgresql+psycopg://" in info.value.allowed
+    cfg.tune.storage = "sqlite:////tmp/mine.db"
+    assert tune.storage_url(cfg.tune, "http://127.0.0.1:5001") == "sqlite:////tmp/mine.db"
+
+
+def test_the_study_never_shares_mlflows_database(compose_cfg, store_uri, tmp_path):
+    from annlab import tracking
+
+    tracking.open(store_uri, "annlab")  # a store with MLflow's tables
+    for storage in (store_uri, f"{store_uri}?timeout=30"):  # the same, or another name for it
+        cfg = compose_cfg(["tune=default", f"tune.storage='{storage}'"])
+        with pytest.raises(ConfigError, match="holds MLflow's tracking tables"):
+            tune.storage_url(cfg.tune, "http://127.0.0.1:5001")
+    cfg = compose_cfg(["tune=default", "tune.storage=mysql://me@db/optuna"])
+    with pytest.raises(Exception, match="needs the Python module 'MySQLdb'"):
+        tune.storage_url(cfg.tune, "http://127.0.0.1:5001")
+
+
+def test_a_study_opened_for_another_store_is_refused_naming_both(compose_cfg, tmp_path):
+    cfg = compose_cfg(["tune=default", "tune.study=moons"])
+    first, second = (f"sqlite:///{tmp_path / name / 'mlflow.db'}" for name in ("a", "b"))
+    shared = f"sqlite:///{tmp_path / 'optuna.db'}"  # one storage named for both
+    study, created = tune.open_study(cfg.tune, shared)
+    tune.check_belongs(study, created, first, "annlab")
+    study, created = tune.open_study(cfg.tune, shared)
+    tune.check_belongs(study, created, first, "annlab")  # the same store: resumed
+    for uri, experiment in ((second, "annlab"), (first, "other")):
+        study, created = tune.open_study(cfg.tune, shared)
+        with pytest.raises(tune.OtherStore) as info:
+            tune.check_belongs(study, created, uri, experiment)
+        assert first in str(info.value) and uri in str(info.value)
+        assert f"experiment {experiment!r}" in str(info.value)
+    # By default each store's studies live beside it, apart.
+    assert tune.storage_url(cfg.tune, first) != tune.storage_url(cfg.tune, second)
 
 
 def test_suggestions_follow_the_space_and_the_same_seed_proposes_the_same_configs(
@@ -106,7 +140,7 @@ def test_conf_tune_default_is_a_valid_study(compose_cfg):
     tune.validate(cfg.tune)
     tune.check_space(cfg)
     assert OmegaConf.select(cfg, "tune.space.model.activation.type") == "categorical"
-    assert os.path.basename(cfg.paths.study_store) == "optuna.db"
+    assert "study_store" not in cfg.paths  # the study's storage follows the store
 
 
 def test_a_trial_reopened_in_its_job_reports_prunes_and_renews_its_heartbeat(compose_cfg,

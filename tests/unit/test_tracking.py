@@ -119,3 +119,19 @@ def test_a_live_run_renews_its_heartbeat(store_uri, experiment, monkeypatch):
         time.sleep(1.5)
         later = run.record().tags[names.HEARTBEAT]
     assert int(later) > int(first)
+
+
+@pytest.mark.parametrize("uri, expected", [
+    ("mysql://nobody@127.0.0.1:1/x", "'mysql' needs the Python module 'MySQLdb'"),
+    ("mssql://nobody@127.0.0.1:1/x", "'mssql' needs the Python module 'pyodbc'"),
+    ("mysql+pymysql://nobody@127.0.0.1:1/x", "needs the Python module 'pymysql'"),
+    ("postgresql+psycopg://nobody:hunter2@127.0.0.1:1/x", "Connection refused"),
+])
+def test_a_database_store_without_its_driver_or_an_answer_is_one_line_in_seconds(uri,
+                                                                                expected):
+    start = time.monotonic()
+    with pytest.raises(tracking.TrackingError, match=expected) as info:
+        tracking.open(uri, "annlab")
+    message = str(info.value)
+    assert time.monotonic() - start < 10 and "\n" not in message and "hunter2" not in message
+    assert "sqlite:///<path>" in message or "Connection refused" in message

@@ -20,6 +20,7 @@ from annlab.tracking.store import (
     first_line,
     is_server,
     resolve_uri,
+    sqlite_path,
 )
 
 # Quiet by default: MLflow's INFO lines (schema creation, signature checks) are not for users.
@@ -38,7 +39,7 @@ for _name, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
     os.environ.setdefault(_name, _value)
 
 __all__ = ["Experiment", "Record", "Run", "Store", "TrackingError", "connect", "file_lock",
-           "first_line", "is_server", "open", "resolve_uri"]
+           "first_line", "is_server", "open", "resolve_uri", "sqlite_path"]
 
 
 def connect(uri: str) -> Store:

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import ExclusiveFileLock
 from sqlalchemy.exc import SQLAlchemyError
 
+from annlab import databases
 from annlab.errors import AnnlabError
 
 file_lock = ExclusiveFileLock  # MLflow's flock-based lock, for other stores' first creation
@@ -65,7 +66,17 @@ def _check_uri(uri: str) -> None:
     if scheme not in STORE_SCHEMES or (scheme == "sqlite" and not uri.startswith("sqlite:///")):
         raise TrackingError(f"tracking URI {uri!r} is not a tracking store; allowed: "
                             "sqlite:///<path>, http(s)://<mlflow server>, "
-                            "postgresql://..., mysql://..., mssql://...")
+                            "postgresql+psycopg://..., mysql://..., mssql://...")
+
+
+def _check_database(uri: str) -> None:
+    """A database MLflow would open itself: its driver installed and the database answering,
+    told in seconds (MLflow retries for minutes)."""
+    try:
+        databases.tables(uri, "tracking URI")
+    except databases.DatabaseError as err:
+        raise TrackingError(f"{err}; or point it at an mlflow server: http(s)://<host>:<port>"
+                            ) from None
 
 
 def _check_server(uri: str) -> None:
@@ -139,6 +150,8 @@ class Store:
             _check_server(uri)
         elif (db := sqlite_path(uri)) is not None:
             _open_sqlite(db, uri)
+        elif urlparse(uri).scheme != "databricks":
+            _check_database(uri)
         self.client = _client(uri)
 
     def check_reachable(self, consequence: str, cause: BaseException | None = None) -> None:

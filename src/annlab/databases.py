@@ -1,0 +1,72 @@
+"""Database URLs as annlab meets them (a tracking store, a server's backend store, a study's
+storage), checked in seconds before a library spends minutes on them: the driver is installed,
+the database answers, and whose tables it holds.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import sqlalchemy
+from sqlalchemy.engine import URL
+
+from annlab.errors import AnnlabError
+
+# What works with the packages annlab installs (requirements.lock).
+OUT_OF_THE_BOX = "sqlite:///<path>, postgresql+psycopg://<user>@<host>:<port>/<database>"
+CONNECT_TIMEOUT = 5  # seconds; the libraries' own retries take minutes to give up
+MLFLOW_TABLES = {"experiments", "runs", "metrics", "alembic_version"}
+
+
+class DatabaseError(AnnlabError):
+    """A database URL that cannot be used; the message names it (without its password)."""
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for printing."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def parse(url: str, key: str) -> URL:
+    """The URL, its driver importable; else one line naming ``key``, the scheme, the missing
+    module and what works out of the box."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        parsed.get_dialect().import_dbapi()
+    except ModuleNotFoundError as err:
+        scheme = url.split(":", 1)[0]
+        raise DatabaseError(f"{key}={redact(url)}: the scheme {scheme!r} needs the Python "
+                            f"module {err.name!r}, which annlab does not install; out of the "
+                            f"box: {OUT_OF_THE_BOX}") from None
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as err:
+        raise DatabaseError(f"{key}={redact(url)} is not a database URL ({err}); allowed: "
+                            f"{OUT_OF_THE_BOX}") from None
+    return parsed
+
+
+def tables(url: str, key: str) -> set[str]:
+    """The tables the database holds (none for a sqlite file not made yet), found with one
+    connection of at most CONNECT_TIMEOUT seconds; one line naming ``key`` if it does not
+    answer."""
+    parsed = parse(url, key)
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or not Path(parsed.database).exists():
+            return set()
+        connect_args = {}
+    else:
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT}
+    engine = sqlalchemy.create_engine(parsed, connect_args=connect_args)
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names())
+    except Exception as err:  # any driver's error: its first line is what the user needs
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()
+        raise DatabaseError(f"cannot use {key}={redact(url)}: "
+                            f"{reason[0] if reason else type(err).__name__}") from None
+    finally:
+        engine.dispose()
+
+
+def holds_mlflow(names: set[str]) -> bool:
+    """Whether these tables are an MLflow tracking store's."""
+    return names >= MLFLOW_TABLES
