@@ -11,6 +11,7 @@ RUN_ID ?=
 # Paths come from conf/paths/default.yaml (the one place they are decided).
 PATHS = $(shell $(PY) -m annlab.paths $(1))
 UI_PORT ?= 5000
+SERVE_PORT ?= 5002
 # Where a sweep's or a study's jobs run: joblib (this machine's cores), basic (one process) or
 # ray ($RAY_ADDRESS's cluster, else a local Ray instance kept on 127.0.0.1).
 LAUNCHER ?= joblib
@@ -20,8 +21,8 @@ RUN_JOBS = $(if $(filter ray,$(LAUNCHER)),$(if $(RAY_ADDRESS),,RAY_ENABLE_WINDOW
 # environment variables that must not move a server by accident): $(call cli,NAME,default).
 cli = $(if $(filter command line,$(origin $(1))),$($(1)),$(2))
 
-.PHONY: help install run sweep tune ui server figures docs reproduce test test-fast bench lint lock \
-  clean
+.PHONY: help install run sweep tune ui server figures docs reproduce register serve test \
+  test-fast bench lint lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +63,13 @@ docs: $(STAMP)  ## rebuild the README's figures in docs/ (checked by the tests)
 reproduce: $(STAMP)  ## rerun a tracked run (RUN_ID=...) and compare everything
 	@test -n "$(RUN_ID)" || { echo "usage: make reproduce RUN_ID=<mlflow run id>" >&2; exit 2; }
 	$(PY) -m pipelines.reproduce $(RUN_ID) $(ARGS)
+
+register: $(STAMP)  ## a tracked run's model (RUN_ID=...) into the registry; champion if best
+	@test -n "$(RUN_ID)" || { echo "usage: make register RUN_ID=<mlflow run id>" >&2; exit 2; }
+	$(PY) -m pipelines.register $(RUN_ID)
+
+serve: $(STAMP)  ## MLflow's scoring server for the champion (or RUN_ID=...), on 127.0.0.1
+	$(PY) -m pipelines.serve --port $(SERVE_PORT) $(if $(RUN_ID),--run-id $(RUN_ID))
 
 test: $(STAMP)  ## the whole suite, tests/unit/ and tests/e2e/: what CI runs
 	$(PY) -m pytest -n 2 tests $(ARGS)

@@ -1,12 +1,30 @@
-"""Weights to and from ``.npz`` (never pickled), and the loader MLflow's pyfunc flavour calls."""
+"""Weights to and from ``.npz`` (never pickled), and the model MLflow's pyfunc flavour loads.
+
+The served model takes a table of raw features named ``x1``, ``x2``, ... (CSV, JSON records or
+split) and answers the class of each row; ``params={"predict_method": "predict_proba"}`` asks
+for each class's probability instead.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from annlab.network import NeuralNetClassifier
+
+PREDICT_METHODS = ("predict", "predict_proba")
+
+
+def feature_names(n_features: int) -> list[str]:
+    """The model's input columns: ``x1``, ``x2``, ..."""
+    return [f"x{i + 1}" for i in range(n_features)]
+
+
+def features(X: np.ndarray) -> pd.DataFrame:
+    """Raw feature rows as the served model takes them."""
+    return pd.DataFrame(X, columns=feature_names(X.shape[1]))
 
 
 def save_weights(model: NeuralNetClassifier, path: Path) -> Path:
@@ -32,13 +50,28 @@ def load_weights(path: Path) -> NeuralNetClassifier:
 
 
 class PyfuncModel:
-    """What ``mlflow.pyfunc.load_model`` returns: ``predict`` gives class labels."""
+    """What ``mlflow.pyfunc.load_model`` returns (MLflow has already checked the input
+    against the model's signature: its columns and their types)."""
 
     def __init__(self, model: NeuralNetClassifier):
         self.model = model
 
     def predict(self, model_input, params=None):
-        return self.model.predict(np.asarray(model_input, dtype=np.float64))
+        method = (params or {}).get("predict_method", "predict")
+        if method not in PREDICT_METHODS:
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+            raise MlflowException(f"predict_method={method!r}; allowed: "
+                                  f"{' | '.join(PREDICT_METHODS)}", INVALID_PARAMETER_VALUE)
+        columns = feature_names(self.model.n_features_in_)
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(
+            np.asarray(model_input), columns=columns)
+        X = frame[columns].to_numpy(dtype=np.float64)
+        if method == "predict_proba":
+            return pd.DataFrame(self.model.predict_proba(X),
+                                columns=[f"p_{c}" for c in self.model.classes_])
+        return self.model.predict(X)
 
 
 def _load_pyfunc(data_path: str) -> PyfuncModel:

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
-from annlab import interrupts, tracking
+from annlab import interrupts, names, tracking
 from annlab.errors import AnnlabError, Stopped
 from annlab.names import Status
 
@@ -95,6 +95,14 @@ def launching(experiment: tracking.Experiment, open_parent: Callable[[], Parent]
             # interrupted launch removed it, and warns that it failed: noise under these lines.
             warnings.filterwarnings("ignore", "Failed to delete temporary folder", UserWarning)
             raise Stopped([*lines, f"rerun the same command to resume: {resumes}"]) from err
+
+
+def log_best(parent: tracking.Run, value: float, run_id: str, run_name: str | None) -> None:
+    """A sweep's or study's best child on its parent; the metric once, not again on a rerun
+    that found the same best."""
+    if parent.record().metrics.get(names.BEST_VAL_MISCLASSIFICATION) != value:
+        parent.log_metrics({names.BEST_VAL_MISCLASSIFICATION: value})
+    parent.set_tags({names.BEST_RUN: run_id, names.BEST_RUN_NAME: run_name})
 
 
 def stop_reason(err: BaseException, received: list[str], what: str) -> str:

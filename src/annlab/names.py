@@ -70,6 +70,8 @@ SWEEP_FIGURE_FILES = {"heatmaps": "val_misclassification_heatmaps.png",
 
 # Logged model and images
 MODEL_NAME = "model"  # the run's MLflow 3 logged model: runs:/<run id>/model
+MODEL_RUN_NAME = "annlab.run_name"  # the logged model's tag: the run it comes from
+VERSION_SCORE = "annlab.val_misclassification"  # a model version's tag: what ranks it
 BOUNDARY_IMAGE_KEY = "boundary"  # per-epoch decision boundaries, step = epoch
 
 # Metrics logged once (per-epoch curves are named by annlab.network.HISTORY_KEYS)

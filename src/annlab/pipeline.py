@@ -13,12 +13,15 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from annlab import names, plots, provenance, tracking, training
+from annlab import model_io, names, plots, provenance, tracking, training
 from annlab.config import config_hash, flatten, run_name, validate
 from annlab.data import Splits, derive_seed, make_splits
 from annlab.model_io import save_weights
 from annlab.network import NeuralNetClassifier
 from annlab.rules import hidden_sizes
+
+DATASET = "make_moons"  # the MLflow dataset inputs' name: the generator
+SCORE_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # score -> its dataset
 
 
 def build_data(cfg: DictConfig) -> Splits:
@@ -146,12 +149,12 @@ def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path)
     """Everything the outcome holds (a failed one: its data and curves so far)."""
     splits = outcome.splits
     run.set_tags({names.DATA_HASH: splits.digest()})
-    run.log_datasets("make_moons", splits.by_context(), splits.context_digests(),
+    run.log_datasets(DATASET, splits.by_context(), splits.context_digests(),
                      source={"generator": "sklearn.datasets.make_moons",
                              **OmegaConf.to_container(cfg.data), "seed": cfg.seed})
     splits.save(out_dir / names.SPLITS_FILE)
     run.log_artifact(out_dir / names.SPLITS_FILE, names.DATA_DIR)
-    run.log_history(outcome.history)
+    logged_at = run.log_history(outcome.history)
     if outcome.stopped_at is not None:
         run.set_tags({names.PRUNED_AT: outcome.stopped_at})
     run.set_note(describe(cfg, run.run_id, outcome))
@@ -160,8 +163,14 @@ def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path)
     for path in outcome.figures.values():
         run.log_artifact(path, names.FIGURES_DIR)
     run.log_images(names.BOUNDARY_IMAGE_KEY, outcome.step_images)
-    X = splits.X_train[:5]
-    run.log_model(outcome.weights, X, outcome.model.predict(X), outcome.scores)
+    val = outcome.history["val_misclassification"]
+    metrics = [tracking.ModelMetric(k, v, SCORE_SPLITS[k.split("_")[0]])
+               for k, v in outcome.scores.items()]
+    metrics.append(tracking.ModelMetric("val_misclassification", val.iloc[-1], "validation",
+                                        int(val.index[-1]), logged_at))
+    run.log_model(outcome.weights, model_io.features(splits.X_train),
+                  outcome.model.predict(splits.X_train), metrics, DATASET,
+                  splits.context_digests())
 
 
 def describe(cfg: DictConfig, run_id: str, outcome: Outcome) -> str:

@@ -231,6 +231,38 @@ def ui(uri: str, experiment: str, port: int) -> None:
                 stop_group(proc)
 
 
+def serve_model(uri: str, name: str, run_id: str | None, port: int) -> None:
+    """MLflow's own scoring server (`mlflow models serve`, in this environment) for the run's
+    model or ``name``'s champion, on 127.0.0.1 until a signal; prints a `curl` line that works
+    once it answers. The registry is the tracking store's (a server's own, for a server)."""
+    store = tracking.connect(uri)
+    model, source = tracking.model_uri(store, name, run_id)
+    body = tracking.serving_example(store, source)
+    base = f"http://127.0.0.1:{port}"
+    log = OUTPUTS / f"mlflow-serve-{port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    bin_dir = str(Path(sys.executable).parent)  # its uvicorn, as the server looks it up
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
+           "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    cmd = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", model, "--env-manager",
+           "local", "--host", "127.0.0.1", "--port", str(port)]
+    with interrupts.raised():
+        proc = _start(cmd, log, env)
+        try:
+            wait_healthy(proc, base, log, READY_TIMEOUT, "mlflow models serve")
+            print(f"serving {model} at {base} (Ctrl-C stops it; its log is {_shown(log)}):\n"
+                  f"  curl -s {base}/invocations -H 'Content-Type: application/json' "
+                  f"-d '{body}'", flush=True)
+            proc.wait()
+            raise ServerError(f"mlflow models serve exited with code {proc.returncode}: "
+                              f"{log_tail(log)} (log: {log})")
+        except KeyboardInterrupt:
+            return
+        finally:
+            with interrupts.held():
+                stop_group(proc)
+
+
 def runs_link(base: str, experiment_id: str) -> str:
     """The experiment's runs table in model-training mode (what MLflow 3.17's UI honours)."""
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"

@@ -425,8 +425,7 @@ def summarise_if_done(experiment: tracking.Experiment, study: optuna.Study,
         best = done.loc[done["value"].idxmin()]
         best_name = next((r.run_name for r in experiment.children(parent.run_id)
                           if r.run_id == best["run_id"]), None)
-        parent.log_metrics({names.BEST_VAL_MISCLASSIFICATION: best["value"]})
-        parent.set_tags({names.BEST_RUN: best["run_id"], names.BEST_RUN_NAME: best_name})
+        multirun.log_best(parent, best["value"], best["run_id"], best_name)
     pruned = (table["state"] == "PRUNED").sum()
     parent.set_note(
         f"Tuning study `{t.study}`: {len(table)} trials ({pruned} pruned, "
@@ -442,6 +441,8 @@ def summarise_if_done(experiment: tracking.Experiment, study: optuna.Study,
     print(f"\nstudy parent run {parent_name} ({parent.run_id}): {len(table)} trials, "
           f"{pruned} pruned; {names.TRIALS_FILE} and Optuna's figures on it; browse with "
           "`make ui`", flush=True)
+    if len(done):
+        print(tracking.register(experiment.store, best["run_id"]).line(), flush=True)
 
 
 # -- inside a trial's job --------------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from annlab import names, tracking
+from annlab import multirun, names, tracking
 from annlab.errors import Unfinished
 from annlab.names import Status
 from annlab.tracking import Record
@@ -210,8 +210,7 @@ def write(experiment: tracking.Experiment, parent: tracking.Run, parent_name: st
         parent.log_artifact(path, names.FIGURES_DIR)
     if len(finished):
         best = finished.iloc[0]
-        parent.log_metrics({names.BEST_VAL_MISCLASSIFICATION: best["val_misclassification"]})
-        parent.set_tags({names.BEST_RUN: best["run_id"], names.BEST_RUN_NAME: best["run_name"]})
+        multirun.log_best(parent, best["val_misclassification"], best["run_id"], best["run_name"])
     parent.set_note(describe(parent_name, swept, table))
     failed = table[table["status"] != Status.FINISHED]
     reason = (f"{len(failed)} of {len(table)} configs did not finish: "
@@ -221,6 +220,8 @@ def write(experiment: tracking.Experiment, parent: tracking.Run, parent_name: st
     print("\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
     print(f"\nsweep parent run {parent_name} ({parent.run_id}): summary in its figures/ and "
           f"{names.SWEEP_SUMMARY_FILE}; browse with `make ui`", flush=True)
+    if len(finished):
+        print(tracking.register(store, best["run_id"]).line(), flush=True)
     if reason:
         raise Unfinished(reason)
 

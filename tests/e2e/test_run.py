@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from annlab.config import ConfigError
+from annlab.model_io import features
 from annlab.network import DivergenceError
 from annlab.pipeline import run_experiment
 
@@ -62,13 +63,25 @@ def test_a_run_records_everything_design_names(fast_cfg, store_uri, experiment, 
     (output,) = run.outputs.model_outputs
     logged = client.get_logged_model(output.model_id)
     assert logged.name == "model" and logged.source_run_id == run.info.run_id
-    assert {m.key for m in logged.metrics} >= {"test_accuracy", "train_accuracy"}
+    linked = {m.key: m for m in logged.metrics}
+    assert set(linked) >= {"test_accuracy", "train_accuracy", "val_misclassification"}
+    digests = {i.tags[0].value: i.dataset.digest for i in run.inputs.dataset_inputs}
+    for key, split in [("test_accuracy", "test"), ("val_misclassification", "validation")]:
+        assert (linked[key].dataset_name, linked[key].dataset_digest) == ("make_moons",
+                                                                          digests[split])
+    assert linked["val_misclassification"].step == 60  # the curve's last point, not a new one
+    assert logged.tags["annlab.run_name"] == run.info.run_name
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     X = np.array([[-1.0, 0.5], [2.0, -0.3]])
-    assert list(model.predict(X)) == [0, 1]
+    assert list(model.predict(features(X))) == [0, 1]
     assert model.metadata.signature is not None
     stored = Path(logged.artifact_location.removeprefix("file://"))
     assert "annlab.model_io" in (stored / "MLmodel").read_text()
+    assert (stored / "code" / "annlab" / "model_io.py").exists()  # its code travels with it
+    requirements = (stored / "requirements.txt").read_text().split()
+    assert all("==" in r for r in requirements) and not any(
+        r.split("==")[0] == "annlab" for r in requirements)
+    assert [c.name for c in model.metadata.signature.inputs.inputs] == ["x1", "x2"]
     assert sorted(p.name for p in stored.rglob("*") if p.is_file() and "pkl" in p.name) == []
 
 

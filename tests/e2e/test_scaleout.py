@@ -25,6 +25,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from annlab import tracking
+from annlab.model_io import features
 from annlab.pipeline import build_data, run_experiment
 from tests.servers import MlflowServer, assert_loopback_only, descendants, free_port, kill_pids
 
@@ -166,7 +167,7 @@ def test_a_run_and_a_sweep_log_through_the_server_into_postgresql(
     with global_tracking_uri(server.url):  # runs:/ resolves through MLflow's global URI
         model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
     splits = build_data(cfg)
-    accuracy = np.mean(np.asarray(model.predict(splits.X_test)) == splits.y_test)
+    accuracy = np.mean(np.asarray(model.predict(features(splits.X_test))) == splits.y_test)
     assert accuracy == pytest.approx(result.scores["test_accuracy"])
 
     # A sweep through the same server: one parent, a FINISHED child per config, every point.
@@ -225,6 +226,32 @@ def test_reproduce_and_ui_work_against_the_server(live_server, server_run):
     assert out.stdout.strip() == f"the store is a tracking server; open {link}"
 
 
+
+
+def test_a_run_is_registered_and_served_through_the_server(live_server, server_run,
+                                                           postgres):
+    from tests.e2e.test_serving import post, serve, stop
+
+    server = live_server
+    cfg, result = server_run
+    out = run_cli([sys.executable, "-m", "pipelines.register", result.run_id, "--uri",
+                   server.url])
+    assert out.returncode == 0, out.stderr
+    name = f"{cfg.tracking.experiment}-moons"
+    assert out.stdout.startswith(f"registered {name} version 1 ")
+    champion = MlflowClient(server.url).get_model_version_by_alias(name, "champion")
+    assert champion.run_id == result.run_id
+    with postgres.connect(server.database) as conn:  # the registry is the server's
+        (count,) = conn.execute("SELECT count(*) FROM model_versions WHERE name = %s",
+                                (name,)).fetchone()
+    assert count == 1
+    proc, base, _ = serve(server.url, "--model", name)
+    try:
+        X = build_data(cfg).X_test[:4]
+        answer = post(base, {"dataframe_split": {"columns": ["x1", "x2"], "data": X.tolist()}})
+        assert answer.status_code == 200 and len(answer.json()["predictions"]) == 4
+    finally:
+        assert stop(proc)[0] == 0
 
 
 def test_eight_concurrent_runs_lose_and_repeat_no_point(live_server, tmp_path, experiment):

@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from annlab import tracking
+from annlab.model_io import features
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_a_run_tracks_into_an_mlflow_server(mlflow_server, fast_cfg, tmp_path,
         "figures/boundary.gif", "figures/misclassification.png"}
     with global_tracking_uri(mlflow_server):  # runs:/ resolves through MLflow's global URI
         model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
-    assert model.predict(np.array([[-1.0, 0.5]])).tolist() == [0]
+    assert model.predict(features(np.array([[-1.0, 0.5]]))).tolist() == [0]
 
 
 def _open_and_log(uri):

@@ -92,6 +92,10 @@ def test_one_parent_with_a_child_per_config_and_the_summary(tmp_path, uri):
                                                   str(tmp_path)))
     assert len(table) == 4 and set(table["status"]) == {"FINISHED"}
     assert "[1/4]" in out.stdout and "make ui" in out.stdout
+    # The best child's model is registered, and is the champion.
+    assert "registered annlab-moons version 1 " in out.stdout
+    champion = client.get_model_version_by_alias("annlab-moons", "champion")
+    assert champion.run_id == parent.data.tags["annlab.best_run"]
 
 
 def test_a_failing_config_is_isolated_recorded_and_named(tmp_path, uri):

@@ -4,7 +4,7 @@
 runs, sweeps and their children are asked of it. Inside: :mod:`.store` opens a store (its URI
 checked, a new sqlite file created whole, a server asked whether it answers), :mod:`.runs`
 creates, logs to and reads experiments and runs, :mod:`.liveness` tells whether the process
-writing a run still lives.
+writing a run still lives, :mod:`.registry` registers a run's model and keeps the champion.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 
-from annlab.tracking.runs import Experiment, Record, Run
+from annlab.tracking.registry import Registered, model_uri, register, serving_example
+from annlab.tracking.runs import Experiment, ModelMetric, Record, Run
 from annlab.tracking.store import (
     Store,
     TrackingError,
@@ -38,8 +39,9 @@ for _name, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
                       "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}.items():
     os.environ.setdefault(_name, _value)
 
-__all__ = ["Experiment", "Record", "Run", "Store", "TrackingError", "connect", "file_lock",
-           "first_line", "is_server", "open", "resolve_uri", "sqlite_path"]
+__all__ = ["Experiment", "ModelMetric", "Record", "Registered", "Run", "Store", "TrackingError",
+           "connect", "file_lock", "first_line", "is_server", "model_uri", "open", "register",
+           "resolve_uri", "serving_example", "sqlite_path"]
 
 
 def connect(uri: str) -> Store:

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +31,22 @@ from annlab.provenance import Provenance, git_state, user
 from annlab.tracking.store import Store, TrackingError, duplicate_row, first_line, sqlite_path
 
 EXPERIMENT_TAGS = {names.EXPERIMENT_KIND: "custom_model_development"}
+# What the logged model's own code (annlab.model_io and the estimator) imports, pinned to the
+# versions this run used.
+MODEL_PACKAGES = ("numpy", "scipy", "scikit-learn")
+
+
+@dataclass(frozen=True)
+class ModelMetric:
+    """A final metric linked to a run's model: measured on ``split`` (a dataset context), at
+    ``step``; a per-epoch curve's last point keeps its step and ``timestamp`` (ms), so that
+    MLflow files it as that same point, not a second one."""
+
+    key: str
+    value: float
+    split: str | None = None
+    step: int = 0
+    timestamp: int | None = None
 
 
 # -- what is read back -----------------------------------------------------------------------
@@ -48,6 +65,7 @@ class Record:
     tags: dict[str, str]
     datasets: dict[str, str]  # context (train, validation, test) -> digest
     model_ids: tuple[str, ...]  # its logged models
+    dataset_name: str | None = None  # its datasets' name (the generator: make_moons)
 
     @classmethod
     def of(cls, run) -> Record:
@@ -58,7 +76,8 @@ class Record:
         return cls(run.info.run_id, run.info.run_name, Status(run.info.status),
                    run.info.experiment_id, run.info.start_time, dict(run.data.params),
                    dict(run.data.metrics), dict(run.data.tags), datasets,
-                   tuple(o.model_id for o in outputs))
+                   tuple(o.model_id for o in outputs),
+                   next((d.dataset.name for d in inputs), None))
 
     config_hash = property(lambda self: self.tags.get(names.CONFIG_HASH))
     data_hash = property(lambda self: self.tags.get(names.DATA_HASH))
@@ -252,12 +271,14 @@ class Run:
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0)
                                                     for k, v in values.items()])
 
-    def log_history(self, history: pd.DataFrame) -> None:
-        """Every column as a per-step metric (step = the frame's index), in batched requests."""
+    def log_history(self, history: pd.DataFrame) -> int:
+        """Every column as a per-step metric (step = the frame's index), in batched requests;
+        returns their timestamp (ms)."""
         now = int(time.time() * 1000)
         metrics = [Metric(name, float(value), now, int(step))
                    for name, column in history.items() for step, value in column.items()]
         self.client.log_batch(self.run_id, metrics=metrics)  # MLflow chunks to its limits
+        return now
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
@@ -297,26 +318,35 @@ class Run:
                 raise
             self.client.log_inputs(self.run_id, datasets=inputs)
 
-    def log_model(self, weights: Path, input_example, output_example,
-                  metrics: Mapping[str, float]) -> str:
-        """The run's MLflow 3 logged model (the UI's Models tab; ``runs:/<id>/model``), a
-        pyfunc model whose only data is the ``.npz`` weights (nothing pickled), with the run's
-        final ``metrics`` linked to it. Returns its model id."""
+    def log_model(self, weights: Path, features: pd.DataFrame, predictions,
+                  metrics: list[ModelMetric], dataset: str, digests: Mapping[str, str]) -> str:
+        """The run's MLflow 3 logged model (the UI's Models tab; ``runs:/<id>/model``): a
+        pyfunc model whose only data is the ``.npz`` weights (nothing pickled) and whose code
+        is annlab's own, shipped with it. Its signature, inferred from the training
+        ``features`` and their ``predictions``, names the input columns (MLflow's scoring
+        server checks requests against it) and takes a ``predict_method`` param. The run's
+        final ``metrics`` are linked to it and to the dataset of the split each was measured
+        on (a context of ``digests``). Returns its model id."""
         import mlflow.pyfunc
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
         from mlflow.models import Model, infer_signature
 
+        import annlab
+
         record = self.record()
         model = self.client.create_logged_model(
             record.experiment_id, names.MODEL_NAME, source_run_id=self.run_id,
-            params=record.params, model_type="annlab.NeuralNetClassifier")
+            params=record.params, model_type="annlab.NeuralNetClassifier",
+            tags={names.MODEL_RUN_NAME: record.run_name})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / names.MODEL_NAME
             mlflow.pyfunc.save_model(
                 path, loader_module="annlab.model_io", data_path=str(weights),
-                signature=infer_signature(input_example, output_example),
-                input_example=input_example,
-                pip_requirements=["annlab", "numpy", "scikit-learn", "scipy"],
+                code_paths=[str(Path(annlab.__file__).parent)],
+                signature=infer_signature(features, predictions,
+                                          params={"predict_method": "predict"}),
+                input_example=features.head(5),
+                pip_requirements=[f"{p}=={version(p)}" for p in MODEL_PACKAGES],
                 mlflow_model=Model(artifact_path=model.artifact_location,
                                    model_uuid=model.model_id, run_id=self.run_id,
                                    model_id=model.model_id))
@@ -324,7 +354,10 @@ class Run:
         self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[
-            Metric(k, float(v), now, 0, model_id=model.model_id) for k, v in metrics.items()])
+            Metric(m.key, float(m.value), m.timestamp or now, m.step, model_id=model.model_id,
+                   dataset_name=dataset if m.split else None,
+                   dataset_digest=digests[m.split] if m.split else None)
+            for m in metrics])
         self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
         return model.model_id
 

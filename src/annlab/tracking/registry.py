@@ -1,0 +1,118 @@
+"""MLflow's model registry: a run's logged model as a version of the registered model
+``<experiment>-<dataset>`` (``annlab-moons``), and the alias ``champion`` on the version with
+the lowest final validation misclassification.
+
+A version is registered once per run; the alias moves to it only when it beats the current
+champion (a tie keeps the champion). Against a tracking server the registry is the server's.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+
+from annlab import names
+from annlab.tracking.runs import Run
+from annlab.tracking.store import Store, TrackingError, first_line
+
+CHAMPION = "champion"
+OBJECTIVE = "val_misclassification"  # what a champion is chosen by, lowest first
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    run_id: str
+    version: str
+    score: float | None  # the version's validation misclassification
+    champion: str  # the champion's version, after this registration
+    champion_score: float | None
+
+    def line(self) -> str:
+        """``registered annlab-moons version 3 (validation misclassification 0.015): ...``"""
+        moved = self.champion == self.version
+        return (f"registered {self.name} version {self.version} (validation misclassification "
+                f"{self.score:g}): {'the' if moved else 'not the'} champion"
+                + ("" if moved else f" (version {self.champion} is, with "
+                   f"{self.champion_score:g}; a tie keeps it)")
+                + f"; serve it with `make serve{'' if moved else f' RUN_ID={self.run_id}'}`")
+
+
+def model_name(experiment: str, dataset: str) -> str:
+    """The registered model a run's model goes to: ``annlab-moons`` for ``make_moons``."""
+    return f"{experiment}-{dataset.removeprefix('make_')}"
+
+
+def register(store: Store, run_id: str) -> Registered:
+    """Register the run's logged model (again: the version it has) and move the champion
+    alias to it if it beats the champion."""
+    client = store.client
+    record = Run(store, run_id).record()
+    what = f"run {record.run_name} ({run_id})"
+    if not record.model_ids:
+        raise TrackingError(f"{what} has no logged model to register (it did not finish?)")
+    try:
+        name = model_name(client.get_experiment(record.experiment_id).name,
+                          record.dataset_name or "model")
+        score = record.metrics.get(OBJECTIVE)
+        if not client.search_registered_models(f"name = '{name}'"):
+            client.create_registered_model(name, description=(
+                f"annlab's models of `{name}`; the alias `{CHAMPION}` is on the version with "
+                "the lowest final validation misclassification."))
+        found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        model_id = record.model_ids[0]
+        # The source named by its location: a models:/ source is looked up in the global
+        # tracking store, which need not be this one.
+        version = found[0] if found else client.create_model_version(
+            name, source=client.get_logged_model(model_id).artifact_location, run_id=run_id,
+            model_id=model_id,
+            tags={names.CONFIG_HASH: record.config_hash, names.VERSION_SCORE: str(score)},
+            description=(f"The model of {what}: validation misclassification {score:g}. "
+                         f"Reproduce and compare everything: `make reproduce RUN_ID={run_id}`"))
+        champion = _champion(client, name)
+        if champion is None or (score is not None and _score(champion) is not None
+                                and score < _score(champion)):
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+            champion = client.get_model_version(name, version.version)
+        return Registered(name, run_id, str(version.version), score, str(champion.version),
+                          _score(champion))
+    except MlflowException as err:
+        raise TrackingError(f"cannot register {what} in {store.uri}: {first_line(err)}"
+                            ) from err
+
+
+def _champion(client, name: str):
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no champion yet
+        return None
+
+
+def _score(version) -> float | None:
+    value = version.tags.get(names.VERSION_SCORE)
+    return None if value in (None, "None") else float(value)
+
+
+def model_uri(store: Store, name: str, run_id: str | None = None) -> tuple[str, str]:
+    """What `make serve` serves, and the run whose model it is: the run's logged model, else
+    the champion of ``name``; refused in one line when there is none."""
+    if run_id:
+        record = Run(store, run_id).record()
+        if not record.model_ids:
+            raise TrackingError(f"run {record.run_name} ({run_id}) has no logged model")
+        return f"runs:/{run_id}/{names.MODEL_NAME}", run_id
+    if (champion := _champion(store.client, name)) is None:
+        raise TrackingError(f"no model {name!r} with a {CHAMPION!r} in {store.uri}: a sweep or "
+                            "a study registers its best run, `make register RUN_ID=...` any run")
+    return f"models:/{name}@{CHAMPION}", champion.run_id
+
+
+def serving_example(store: Store, run_id: str) -> str:
+    """The JSON body MLflow saved with the run's model: rows it answers, as its scoring
+    server takes them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Run(store, run_id).download_model_file("serving_input_example.json", Path(tmp))
+        return " ".join(path.read_text().split())

@@ -1,0 +1,49 @@
+"""The model registry: each run's model a version, the champion alias moved only by a better
+validation misclassification (a tie keeps it)."""
+
+import pytest
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+from mlflow.tracking import MlflowClient
+
+from annlab import names, tracking
+
+
+def _run_with_a_model(store_uri, experiment_id, name, val):
+    """A run as annlab leaves one: its final val_misclassification and a logged model."""
+    client = MlflowClient(store_uri)
+    run_id = client.create_run(experiment_id, run_name=name).info.run_id
+    client.log_metric(run_id, "val_misclassification", val)
+    model = client.create_logged_model(experiment_id, names.MODEL_NAME, source_run_id=run_id)
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    client.set_terminated(run_id)
+    return run_id
+
+
+def test_the_champion_moves_only_to_a_better_model_and_each_run_is_one_version(
+        store_uri, experiment):
+    exp = tracking.open(store_uri, experiment)
+    store, client = exp.store, MlflowClient(store_uri)
+    runs = {n: _run_with_a_model(store_uri, exp.id, n, v)
+            for n, v in [("a", 0.10), ("worse", 0.20), ("tie", 0.10), ("better", 0.05)]}
+    seen = [tracking.register(store, runs[n]) for n in ("a", "worse", "tie", "better")]
+    assert [(r.version, r.champion) for r in seen] == [("1", "1"), ("2", "1"), ("3", "1"),
+                                                       ("4", "4")]
+    assert seen[0].name == f"{experiment}-model"  # no dataset recorded on these runs
+    assert "not the champion (version 1 is, with 0.1" in seen[1].line()
+    again = tracking.register(store, runs["worse"])  # registered already: the same version
+    assert (again.version, again.champion) == ("2", "4")
+    champion = client.get_model_version_by_alias(seen[0].name, "champion")
+    assert champion.run_id == runs["better"]
+    version = client.get_model_version(seen[0].name, "4")
+    assert f"make reproduce RUN_ID={runs['better']}" in version.description
+    assert len(client.search_model_versions(f"name = '{seen[0].name}'")) == 4
+
+
+def test_a_run_without_a_model_is_refused_in_one_line(store_uri, experiment):
+    exp = tracking.open(store_uri, experiment)
+    run_id = MlflowClient(store_uri).create_run(exp.id, run_name="r").info.run_id
+    with pytest.raises(tracking.TrackingError, match="has no logged model to register"):
+        tracking.register(exp.store, run_id)
+    with pytest.raises(tracking.TrackingError, match="no model 'nope' with a 'champion'"):
+        tracking.model_uri(exp.store, "nope")
