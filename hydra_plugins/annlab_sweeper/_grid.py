@@ -83,13 +83,13 @@ def sweep(sweeper, arguments: list[str]) -> list[Any]:
         OmegaConf.save(config, sweep_dir / "multirun.yaml")
         print(f"{'resuming' if resumed else 'starting'} sweep {name!r}: {total} configs, "
               f"{len(todo)} to run; parent run {parent_name} ({parent.run_id})", flush=True)
-        for k, chash in enumerate(grid.hashes):
-            if chash in done:
-                print(multirun.progress(k + 1, total, grid.labels[k], "already done",
-                                        done[chash].metrics), flush=True)
-        jobs = [multirun.job_overrides(grid.points[k], parent, uri, grid.labels[k], k + 1, total)
+        for k, chash in enumerate(c for c in grid.hashes if c in done):
+            print(multirun.progress(k + 1, total, done[chash].run_name, "already done",
+                                    done[chash].metrics), flush=True)
+        jobs = [multirun.job_overrides(grid.points[k], parent, uri, grid.labels[k])
                 for k in todo]
-        returns = sweeper.launch(jobs) if jobs else []
+        with multirun.reporting(experiment, parent, total, len(done)):
+            returns = sweeper.launch(jobs) if jobs else []
         experiment.store.check_reachable("the sweep's summary is not written; rerun the same "
                                          "command once it answers")
         sweep_report.write(experiment, parent, parent_name, grid.by_hash, grid.swept,

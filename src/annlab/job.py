@@ -1,43 +1,34 @@
 """One job of a sweep or a study, in the process that runs it (a worker, or the launching
-process under the basic launcher): tracked as a child run and reported in one progress line."""
+process under the basic launcher): tracked as a child run. Its progress line comes from the
+launching process (:func:`annlab.multirun.reporting`), which reads the run's end from the
+store; the job itself speaks only of a failure the store may not have recorded."""
 
 from __future__ import annotations
 
-import functools
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from annlab import collector, interrupts, multirun, study
+from annlab import collector, study, tracking
 from annlab.config import run_name
 from annlab.names import Status
 from annlab.pipeline import run_experiment
 
 
 def run(cfg: DictConfig, overrides: list[str], out_dir: Path) -> dict[str, Any]:
-    """One config of a sweep, or one trial of a study, in its job's process: it is tracked as
-    a child run and reported in one progress line. A failure is recorded (FAILED) and handed
-    back, and the sweep goes on; an interrupt (KILLED) stops it."""
-    start, label = time.perf_counter(), run_name(cfg)
-    number, _, total = os.environ.get(multirun.PROGRESS_ENV, "?/?").partition("/")
+    """One config of a sweep, or one trial of a study, in its job's process. A failure is
+    recorded (FAILED) and handed back, and the sweep goes on; an interrupt (KILLED) stops it."""
     trial = cfg.get("tune") is not None and cfg.tune.trial_id is not None
-    line = functools.partial(multirun.progress, number, total, label)
     try:
         stop = study.Reporter(cfg.tune) if trial else None
         result = run_experiment(cfg, overrides, out_dir, stop=stop,
                                 entry_point="pipelines/tune.py" if trial else "pipelines/run.py")
     except Exception as err:  # recorded as FAILED by the run itself; the sweep goes on
-        print(f"{line('FAILED')} {err}", flush=True)
+        if isinstance(err, tracking.TrackingError):  # the store may not know: say it here
+            print(f"{run_name(cfg)} FAILED {err}", flush=True)
         collector.keep_after_first_job()
         return {"status": Status.FAILED, "error": str(err)}
-    except KeyboardInterrupt as err:  # recorded as KILLED; the launching process stops
-        print(f"{line('KILLED')} {getattr(err, 'reason', interrupts.CTRL_C)}", flush=True)
-        raise
-    state = "finished" if result.stopped_at is None else f"pruned@{result.stopped_at}"
-    print(line(state, result.scores, time.perf_counter() - start), flush=True)
     # What the summary shows of this config, handed back with the result so that the launching
     # process need not read it from the store again.
     final = result.figures.get("boundary_final")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from annlab import interrupts, names, tracking
 from annlab.errors import AnnlabError, Stopped
 from annlab.names import Status
 
-PROGRESS_ENV = "ANNLAB_PROGRESS"  # "<k>/<n>": which job of how many, for its progress line
+POLL_SECONDS = 0.5  # how often the launching process looks for jobs that ended
 Parent = tuple[tracking.Run, bool]  # a sweep's or study's parent run, and whether it resumed
 
 
@@ -33,21 +34,59 @@ def quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def job_overrides(point: list[str], parent: tracking.Run, uri: str, label: str, number: int,
-                  total: int) -> list[str]:
-    """A job's overrides: its point, then where it is tracked and how its progress reads."""
+def job_overrides(point: list[str], parent: tracking.Run, uri: str, label: str) -> list[str]:
+    """A job's overrides: its point, then where and under which name it is tracked."""
     return [*point, f"tracking.parent_run_id={parent.run_id}", f"tracking.uri={quoted(uri)}",
-            f"tracking.run_name={quoted(label)}",
-            f"+hydra.job.env_set.{PROGRESS_ENV}={number}/{total}"]
+            f"tracking.run_name={quoted(label)}"]
 
 
-def progress(number: int, total: int, label: str, state: str, result: dict | None = None,
+def progress(number: int, total: int, label: str, state: str, metrics: dict | None = None,
              seconds: float | None = None) -> str:
     """``[3/27] tanh-h10-lr0.5     finished     val accuracy 0.970    1.2 s``."""
     line = f"[{number}/{total}] {label:<20} {state:<12}"
-    if result is not None and "val_accuracy" in result:
-        line += f" val accuracy {result['val_accuracy']:.3f}"
+    if metrics and "val_accuracy" in metrics:
+        line += f" val accuracy {metrics['val_accuracy']:.3f}"
     return line + (f"  {seconds:5.1f} s" if seconds is not None else "")
+
+
+def _state(record: tracking.Record) -> str:
+    if record.status == Status.FINISHED:
+        return "finished" if record.pruned_at is None else "pruned"  # its name says where
+    return f"{record.status}  {record.failure or ''}".rstrip()
+
+
+@contextlib.contextmanager
+def reporting(experiment: tracking.Experiment, parent: tracking.Run, total: int,
+              done: int) -> Iterator[None]:
+    """While inside, a progress line for each child of ``parent`` that ends, in the order they
+    end, numbered after the ``done`` ones: printed by this process from the store, whatever
+    the launcher and wherever its jobs run (their own output may not reach this terminal)."""
+    since, seen, stop = int(time.time() * 1000), set(), threading.Event()
+
+    def report() -> None:
+        ended = sorted((r for r in experiment.children(parent.run_id)
+                        if r.start_time >= since and r.run_id not in seen
+                        and r.status != Status.RUNNING), key=lambda r: r.end_time or 0)
+        for r in ended:
+            seen.add(r.run_id)
+            seconds = (r.end_time - r.start_time) / 1000 if r.end_time else None
+            print(progress(done + len(seen), total, r.run_name, _state(r), r.metrics, seconds),
+                  flush=True)
+
+    def poll() -> None:
+        while not stop.wait(POLL_SECONDS):
+            with contextlib.suppress(Exception):  # a store away now: its end says so
+                report()
+
+    thread = threading.Thread(target=poll, name="progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        with contextlib.suppress(Exception):
+            report()
 
 
 def results(returns) -> dict[str, dict]:

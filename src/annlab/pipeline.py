@@ -155,8 +155,9 @@ def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path)
     splits.save(out_dir / names.SPLITS_FILE)
     run.log_artifact(out_dir / names.SPLITS_FILE, names.DATA_DIR)
     logged_at = run.log_history(outcome.history)
-    if outcome.stopped_at is not None:
+    if outcome.stopped_at is not None:  # pruned: said in its name too, it ends FINISHED
         run.set_tags({names.PRUNED_AT: outcome.stopped_at})
+        run.rename(f"{run_name(cfg)}-pruned@{outcome.stopped_at}")
     run.set_note(describe(cfg, run.run_id, outcome))
     if outcome.failure is not None:
         return

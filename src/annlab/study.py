@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -52,8 +53,10 @@ SPACE_KEYS = {"categorical": ("type", "choices"), "int": ("type", "low", "high",
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60  # a RUNNING trial silent this long belongs to a dead process
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
 SURPLUS_ATTR = "annlab.surplus"
 PARENT_ATTR = "annlab.mlflow_parent_run_id"  # the study's user attribute naming its MLflow run
+RUN_ATTR = "annlab.mlflow_run_id"  # a trial's user attribute naming its MLflow run
 STORE_ATTR = "annlab.tracking_store"  # ... the tracking store its trials are tracked in
 EXPERIMENT_ATTR = "annlab.experiment"  # ... and the experiment
 
@@ -327,21 +330,23 @@ def run(base: DictConfig, point: list[str], uri: str, url: str, batch: int, laun
         print(f"{'starting' if created else 'joining'} study {t.study!r} ({url}): "
               f"{t.n_trials} trials in all, {remaining(study, t.n_trials)} to ask; parent run "
               f"{name} ({parent.run_id})", flush=True)
-        while True:
-            with interrupts.held():
-                asked = _ask(study, t, batch)
-                jobs = [_job(point, trial, base, parent, uri, url) for trial in asked]
-            if not asked:
-                break
-            returns = launch(jobs, asked[0].number)
-            with interrupts.held():
-                for trial, ret in zip(asked, returns):
-                    _tell(study, trial, ret)
-            launched.append(returns)
-            asked = []
+        ended = len(study.get_trials(deepcopy=False, states=ENDED))
+        with multirun.reporting(experiment, parent, t.n_trials, ended):
+            while True:
+                with interrupts.held():
+                    asked = _ask(study, t, batch)
+                    jobs = [_job(point, trial, base, parent, uri, url) for trial in asked]
+                if not asked:
+                    break
+                returns = launch(jobs, asked[0].number)
+                with interrupts.held():
+                    for trial, ret in zip(asked, returns):
+                        _tell(study, trial, ret)
+                launched.append(returns)
+                asked = []
         experiment.store.check_reachable("the study's summary is not written; rerun the same "
                                          "command once it answers")
-        summarise_if_done(experiment, study, parent, name, t, out)
+        summarise_if_done(experiment, study, parent, name, t, base.train.epochs, out)
     return launched
 
 
@@ -379,11 +384,11 @@ def _job(point: list[str], trial: Trial, base: DictConfig, parent: tracking.Run,
     values = suggest(trial, base.tune)
     shown = {k: f"{v:.3g}" if isinstance(v, float) else v for k, v in values.items()}
     label = f"trial-{trial.number}-" + run_name(OmegaConf.merge(
-        base, OmegaConf.from_dotlist([f"{k}={v}" for k, v in shown.items()])))
+        base, OmegaConf.from_dotlist([f"{k}={v}" for k, v in shown.items()])), base)
     return multirun.job_overrides(
         [*point, *(f"{k}={v}" for k, v in values.items()), f"tune.trial={trial.number}",
          f"tune.trial_id={trial_id(trial)}", f"tune.storage={multirun.quoted(url)}"],
-        parent, uri, label, trial.number + 1, base.tune.n_trials)
+        parent, uri, label)
 
 
 def _tell(study: optuna.Study, trial: Trial, ret) -> None:
@@ -392,6 +397,8 @@ def _tell(study: optuna.Study, trial: Trial, ret) -> None:
         result = ret.return_value
     except Exception:  # the job itself raised: recorded as FAILED by its run
         result = {"status": Status.FAILED}
+    if result.get("run_id"):  # each trial points to its run (the run to it: annlab.trial)
+        trial.set_user_attr(RUN_ATTR, result["run_id"])
     if result.get("status") != Status.FINISHED:
         study.tell(trial, state=TrialState.FAIL)
     elif result.get("pruned_at") is not None:
@@ -401,7 +408,8 @@ def _tell(study: optuna.Study, trial: Trial, ret) -> None:
 
 
 def summarise_if_done(experiment: tracking.Experiment, study: optuna.Study,
-                      parent: tracking.Run, parent_name: str, t: DictConfig, out: Path) -> None:
+                      parent: tracking.Run, parent_name: str, t: DictConfig, epochs: int,
+                      out: Path) -> None:
     """Once no trial runs anywhere: trials.csv, Optuna's figures and the best trial onto the
     parent, which ends FINISHED. Otherwise leave it to the last worker."""
     if study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
@@ -417,7 +425,7 @@ def summarise_if_done(experiment: tracking.Experiment, study: optuna.Study,
     table.to_csv(out / names.TRIALS_FILE, index=False)
     parent.log_artifact(out / names.TRIALS_FILE)
     with tempfile.TemporaryDirectory() as tmp:
-        for path in figures(study, Path(tmp)):
+        for path in figures(study, list(space(t)), epochs, Path(tmp)):
             parent.log_artifact(path, names.FIGURES_DIR)
     parent.log_params({f"tune.space.{k}": describe_param(v) for k, v in space(t).items()})
     done = table[table["state"] == "COMPLETE"]
@@ -436,7 +444,8 @@ def summarise_if_done(experiment: tracking.Experiment, study: optuna.Study,
         + (f"\n\nBest: **{best_name}**, validation misclassification {best['value']:g}; "
            f"reproduce it with `make reproduce RUN_ID={best['run_id']}`." if len(done) else ""))
     parent.end(Status.FINISHED)
-    shown = table[["trial", "state", "value", "pruned_at"]].sort_values("value")
+    params = [c for c in table.columns if c in space(t)]
+    shown = table[["trial", "state", "value", "pruned_at", *params]].sort_values("value")
     print("\n" + shown.head(10).to_string(index=False, na_rep="-"))
     print(f"\nstudy parent run {parent_name} ({parent.run_id}): {len(table)} trials, "
           f"{pruned} pruned; {names.TRIALS_FILE} and Optuna's figures on it; browse with "
@@ -497,29 +506,131 @@ def trials_table(study: optuna.Study, runs: Mapping[int, str]) -> Any:
     return pd.DataFrame(rows).astype({"pruned_at": "Int64"}) if rows else pd.DataFrame(rows)
 
 
-def figures(study: optuna.Study, out_dir: Path) -> list[Path]:
-    """Optuna's matplotlib figures: optimisation history, parameter importances, parallel
-    coordinates (those the finished trials allow)."""
+def figures(study: optuna.Study, keys: list[str], epochs: int, out_dir: Path) -> list[Path]:
+    """The study's figures: best validation misclassification so far against epochs trained
+    (every trial, pruned ones by the epochs they trained; ``epochs``: a complete trial's) and
+    every trial across the searched ``keys`` (parallel coordinates); and Optuna's own: every
+    trial's reported curve (pruned ones included), optimisation history and parameter
+    importances (the complete trials, as Optuna draws them)."""
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as vis
 
     from annlab.plots import PNG_METADATA
 
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    plots: dict[str, Callable] = {"optimization_history": vis.plot_optimization_history,
-                                  "parallel_coordinate": vis.plot_parallel_coordinate}
+    plots: dict[str, Callable] = {"intermediate_values": vis.plot_intermediate_values,
+                                  "optimization_history": vis.plot_optimization_history}
     if len(done) >= 2 and len({tuple(sorted(t.params.items())) for t in done}) >= 2:
         plots["param_importances"] = vis.plot_param_importances
-    paths = []
+    paths = [_best_so_far(study, epochs, out_dir / "best_so_far.png"),
+             _parallel_coordinates(study, keys, out_dir / "parallel_coordinate.png")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fANOVA's and matplotlib's chatter
         for name, plot in plots.items():
             ax = plot(study)
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-            fig.set_size_inches(8, 5)
+            fig.set_size_inches(10, 6)
+            if name == "intermediate_values" and ax.get_legend() is not None:
+                ax.get_legend().remove()  # a line per trial: the legend would cover them
             fig.tight_layout()
             path = out_dir / f"{name}.png"
-            fig.savefig(path, metadata=PNG_METADATA, dpi=90)
+            fig.savefig(path, metadata=PNG_METADATA, dpi=100)
             plt.close(fig)
             paths.append(path)
     return paths
+
+
+def epochs_trained(trial, epochs: int) -> int:
+    """A trial's epochs: to its last report if pruned, else a complete trial's ``epochs``."""
+    if trial.state == TrialState.PRUNED:
+        return max(trial.intermediate_values, default=0)
+    return int(trial.params.get("train.epochs", epochs))
+
+
+def _last_value(trial) -> float | None:
+    """A complete trial's value; a pruned one's last report."""
+    if trial.state == TrialState.COMPLETE:
+        return trial.value
+    return trial.intermediate_values[max(trial.intermediate_values)] if (
+        trial.intermediate_values) else None
+
+
+def _best_so_far(study: optuna.Study, epochs: int, path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    from annlab.plots import PNG_METADATA
+
+    trials = sorted(study.get_trials(deepcopy=False, states=ENDED), key=lambda t: t.number)
+    spent, best, xs, ys, marks = 0, float("nan"), [0], [float("nan")], []
+    for t in trials:
+        spent += epochs_trained(t, epochs)
+        if t.state == TrialState.COMPLETE and not t.value >= best:
+            best = t.value
+        xs.append(spent)
+        ys.append(best)
+        marks.append((spent, _last_value(t), t.state == TrialState.PRUNED))
+    fig = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.step(xs, ys, where="post", lw=2, color="C0", label="best complete trial so far")
+    for pruned in (False, True):
+        shown = [(x, y) for x, y, p in marks if p == pruned and y is not None]
+        if shown:
+            ax.scatter(*zip(*shown), s=28, label="pruned (last report)" if pruned else
+                       "complete", facecolors="none" if pruned else "C1", edgecolors="C1")
+    ax.set(xlim=(0, None), xlabel="epochs trained, all trials (pruned ones: to where they "
+           "stopped)", ylabel="validation misclassification",
+           title=f"Study {study.study_name}: {len(trials)} trials, best so far against their "
+                 "epochs")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.savefig(path, metadata=PNG_METADATA)
+    return path
+
+
+def _parallel_coordinates(study: optuna.Study, space_keys: list[str], path: Path) -> Path:
+    """Every ended trial across its parameters (categories in their order, log ranges on a log
+    scale) to its value; pruned trials dashed, at their last report."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    from annlab.plots import PNG_METADATA
+
+    trials = [t for t in study.get_trials(deepcopy=False, states=ENDED)
+              if _last_value(t) is not None]
+    columns = [*space_keys, "value"]
+
+    def scale(key: str, values: list):
+        if all(isinstance(v, str) for v in values):
+            levels = list(dict.fromkeys(values))
+            return [levels.index(v) / max(len(levels) - 1, 1) for v in values], levels
+        log = key != "value" and min(values) > 0 and max(values) / min(values) > 50
+        x = np.log10(values) if log else np.asarray(values, float)
+        span = float(x.max() - x.min()) or 1.0
+        return list((x - x.min()) / span), [f"{min(values):.3g}", f"{max(values):.3g}"]
+
+    table = {key: [t.params.get(key) if key != "value" else _last_value(t) for t in trials]
+             for key in columns}
+    scaled = {key: scale(key, values) for key, values in table.items() if values}
+    fig = Figure(figsize=(10, 6), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    cmap, values = colormaps["viridis_r"], table["value"]
+    low, high = (min(values), max(values)) if values else (0, 1)
+    for i, t in enumerate(trials):
+        ys = [scaled[key][0][i] for key in columns]
+        ax.plot(range(len(columns)), ys, color=cmap((values[i] - low) / ((high - low) or 1)),
+                lw=1.5, alpha=0.9, ls="--" if t.state == TrialState.PRUNED else "-")
+    for j, key in enumerate(columns):
+        ax.axvline(j, color="grey", lw=0.8)
+        labels = scaled[key][1] if key in scaled else []
+        for k, label in enumerate(labels):
+            ax.annotate(label, (j, k / max(len(labels) - 1, 1)), xytext=(4, 0),
+                        textcoords="offset points", fontsize=8, va="center")
+    fig.colorbar(ScalarMappable(Normalize(low, high), cmap), ax=ax,
+                 label="validation misclassification")
+    ax.set(xticks=range(len(columns)), xticklabels=columns, yticks=[], xlim=(-0.2,
+           len(columns) - 0.6), title=f"Study {study.study_name}: every trial "
+           "(dashed: pruned, at its last report), coloured by validation misclassification")
+    fig.savefig(path, metadata=PNG_METADATA)
+    return path

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from annlab import multirun, names, tracking
 from annlab.errors import Unfinished
@@ -71,24 +71,34 @@ def write_csv(table: pd.DataFrame, path: Path, n_val: int) -> Path:
     return path
 
 
-def grid_order(table: pd.DataFrame) -> pd.DataFrame:
+def value_order(values, given: list[str] | None = None) -> list:
+    """``values`` in the order the grid gave them (``given``: a swept key's values as on the
+    command line or in conf/sweep/), else as numbers: h2, h5, h10."""
+    rank = {order_key(v): i for i, v in enumerate(given or [])}
+    return sorted(dict.fromkeys(values), key=lambda v: (rank.get(order_key(v), len(rank)),
+                                                        order_key(v)))
+
+
+def grid_order(table: pd.DataFrame, swept: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """The table's rows in the grid's order (activation, hidden nodes, learning rate)."""
-    order = [tuple(order_key(v) for v in row) for row in table[list(AXES)].values]
-    return table.iloc[sorted(range(len(table)), key=order.__getitem__)]
+    swept = swept or {}
+    ranks = {key: {v: i for i, v in enumerate(value_order(table[key], swept.get(key)))}
+             for key in AXES}
+    order = sorted(range(len(table)), key=lambda i: tuple(
+        ranks[key][table[key].iloc[i]] for key in AXES))
+    return table.iloc[order]
 
 
-def plot_heatmaps(table: pd.DataFrame, path: Path) -> Path:
+def plot_heatmaps(table: pd.DataFrame, path: Path, swept: dict[str, list[str]]) -> Path:
     """Final validation misclassification, hidden nodes x learning rate, one panel per
-    activation (the best over any other swept key); failed or missing configs are marked.
-    Sized by the grid, every label inside the image."""
+    activation (the best over any other swept key), in the grid's order; failed or missing
+    configs are marked. Sized by the grid, every label inside the image."""
     from matplotlib.figure import Figure
 
     from annlab.plots import PNG_METADATA
 
     ran = table.dropna(subset=list(AXES))
-    acts = list(dict.fromkeys(grid_order(ran)["model.activation"]))
-    hidden = sorted(ran["model.hidden_nodes"].unique(), key=order_key)
-    rates = sorted(ran["train.learning_rate"].unique(), key=order_key)
+    acts, hidden, rates = (value_order(ran[key], swept.get(key)) for key in AXES)
     others = [k for k in table.columns[:list(table.columns).index(SCORES[0])]
               if k not in AXES and table[k].nunique() > 1]
     panel_w, panel_h = 1.2 + 0.75 * max(len(rates), 2), 1.3 + 0.45 * max(len(hidden), 2)
@@ -121,35 +131,48 @@ def plot_heatmaps(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def plot_curves(curves: dict[str, pd.Series], path: Path) -> Path:
-    """Every child's validation misclassification per epoch, overlaid, in the given order."""
+def plot_curves(curves: dict[str, pd.Series], panels: dict[str, str], path: Path) -> Path:
+    """Every child's validation misclassification per epoch, one panel per activation
+    (``panels``: run name -> its panel), each panel's lines named below it."""
     from matplotlib.figure import Figure
 
     from annlab.plots import PNG_METADATA
 
-    fig = Figure(figsize=(7.5, 4.8), dpi=90, layout="constrained")
-    ax = fig.add_subplot()
-    for name, curve in curves.items():
-        ax.plot(curve.index, curve.values, lw=1, label=name)
-    ax.set(xlabel="epoch", ylabel="validation misclassification", ylim=(0, None),
-           title="Validation curves of every configuration")
-    ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(fontsize=7, ncol=1 + len(curves) // 10, loc="upper right")
+    names_by_panel: dict[str, list[str]] = {}
+    for name in curves:
+        names_by_panel.setdefault(panels[name], []).append(name)
+    n = max(len(names_by_panel), 1)
+    fig = Figure(figsize=(4.2 * n + 0.6, 5.6), dpi=90, layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
+    for ax, (panel, run_names) in zip(axes, names_by_panel.items()):
+        for name in run_names:
+            ax.plot(curves[name].index, curves[name].values, lw=1.2, label=name)
+        ax.set(xlabel="epoch", title=panel, ylim=(0, None))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2,
+                  frameon=False)
+    axes[0].set_ylabel("validation misclassification")
+    if not curves:
+        axes[0].text(0.5, 0.5, "no configuration finished", ha="center", va="center")
+    fig.suptitle("Validation curves of every configuration")
     fig.savefig(path, metadata=PNG_METADATA)
     return path
 
 
-def tile_images(images: dict[str, Path], path: Path, tile_width: int = 320) -> Path:
+def tile_images(images: dict[str, Path], path: Path, tile_width: int = 400) -> Path:
     """The children's final decision boundaries side by side (in the given order), each
-    labelled with its run."""
+    under a band with its run's name, large enough to read at the UI's preview size."""
+    font = ImageFont.load_default(size=22)
+    band = 34
     tiles = []
     for name, file in images.items():
         img = Image.open(file).convert("RGB")
         img = img.resize((tile_width, round(img.height * tile_width / img.width)),
                          Image.Resampling.LANCZOS)
-        ImageDraw.Draw(img).text((6, 4), name, fill="black")
-        tiles.append(img)
+        tile = Image.new("RGB", (tile_width, img.height + band), "white")
+        tile.paste(img, (0, band))
+        ImageDraw.Draw(tile).text((8, 5), name, fill="black", font=font)
+        tiles.append(tile)
     columns = max(1, min(5, math.ceil(math.sqrt(len(tiles)))))  # 4 -> 2x2, 9 -> 3x3
     rows = -(-len(tiles) // columns)
     height = max((t.height for t in tiles), default=1)
@@ -194,12 +217,13 @@ def write(experiment: tracking.Experiment, parent: tracking.Run, parent_name: st
     parent.log_params({key: ",".join(values) for key, values in swept.items()})
     parent.log_artifact(out / names.SWEEP_SUMMARY_FILE)
     finished = table[table["status"] == Status.FINISHED]
-    in_order = grid_order(finished)
+    in_order = grid_order(finished, swept)
     store = experiment.store
-    figures = [plot_heatmaps(table, out / names.SWEEP_FIGURE_FILES["heatmaps"])]
+    figures = [plot_heatmaps(table, out / names.SWEEP_FIGURE_FILES["heatmaps"], swept)]
     curves = {r.run_name: _val_curve(tracking.Run(store, r.run_id), results.get(r.run_id))
               for r in in_order.itertuples()}
-    figures.append(plot_curves(curves, out / names.SWEEP_FIGURE_FILES["curves"]))
+    panels = dict(zip(in_order["run_name"], in_order[AXES[0]]))
+    figures.append(plot_curves(curves, panels, out / names.SWEEP_FIGURE_FILES["curves"]))
     with tempfile.TemporaryDirectory() as tmp:
         finals = {r.run_name: _final_boundary(tracking.Run(store, r.run_id),
                                               results.get(r.run_id), Path(tmp) / r.run_id)

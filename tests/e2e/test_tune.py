@@ -70,10 +70,18 @@ def test_a_study_prunes_from_the_curves_and_records_every_trial(tmp_path):
             steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
             assert steps == list(range(1, epoch + 1))
         assert f"after {epoch} epochs" in run.data.tags["mlflow.note.content"]
+        assert run.info.run_name.endswith(f"-pruned@{epoch}")  # said in its name, too
+    for run in trials:  # each trial points to its run, and its name shows what it sampled
+        (trial,) = [t for t in study.trials if t.number == int(run.data.tags["annlab.trial"])]
+        assert trial.user_attrs["annlab.mlflow_run_id"] == run.info.run_id
+        assert f"-reg{float(trial.params['train.reg_lambda']):.3g}" in run.info.run_name
     files = {a.path for a in client.list_artifacts(parent.info.run_id)}
     files |= {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
-    assert {"trials.csv", "figures/optimization_history.png",
-            "figures/parallel_coordinate.png", "figures/param_importances.png"} <= files
+    assert {"trials.csv", "figures/optimization_history.png", "figures/best_so_far.png",
+            "figures/intermediate_values.png", "figures/parallel_coordinate.png",
+            "figures/param_importances.png"} <= files
+    lines = [line for line in out.stdout.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0] for line in lines] == [f"[{k}/8" for k in range(1, 9)]
     best = min((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     assert parent.data.metrics["best_val_misclassification"] == pytest.approx(best.value)
     (best_run,) = [t for t in trials if t.data.tags["annlab.trial"] == str(best.number)]

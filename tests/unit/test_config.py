@@ -115,3 +115,19 @@ def test_values_that_cannot_fit_in_memory_are_refused_naming_keys_and_limit(
         validate(compose_cfg(overrides))
     assert info.value.key == key
     assert re.search(r"to [\d,]+\b|the limit is 8.0 GiB", str(info.value))
+
+
+def test_sweep_tables_and_figures_follow_the_grids_own_order():
+    import pandas as pd
+
+    from annlab.sweep_report import grid_order, value_order
+
+    assert value_order(["relu", "tanh", "sigmoid", "tanh"], ["tanh", "sigmoid", "relu"]) == \
+        ["tanh", "sigmoid", "relu"]
+    assert value_order(["10", "2", "5"]) == ["2", "5", "10"]  # numbers as numbers
+    table = pd.DataFrame({"model.activation": ["relu", "tanh", "tanh"],
+                          "model.hidden_nodes": ["2", "10", "2"],
+                          "train.learning_rate": ["0.5", "0.5", "0.5"]})
+    ordered = grid_order(table, {"model.activation": ["tanh", "relu"]})
+    assert list(zip(ordered["model.activation"], ordered["model.hidden_nodes"])) == [
+        ("tanh", "2"), ("tanh", "10"), ("relu", "2")]

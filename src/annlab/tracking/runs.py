@@ -66,6 +66,7 @@ class Record:
     datasets: dict[str, str]  # context (train, validation, test) -> digest
     model_ids: tuple[str, ...]  # its logged models
     dataset_name: str | None = None  # its datasets' name (the generator: make_moons)
+    end_time: int | None = None  # ms, once it has ended
 
     @classmethod
     def of(cls, run) -> Record:
@@ -77,7 +78,7 @@ class Record:
                    run.info.experiment_id, run.info.start_time, dict(run.data.params),
                    dict(run.data.metrics), dict(run.data.tags), datasets,
                    tuple(o.model_id for o in outputs),
-                   next((d.dataset.name for d in inputs), None))
+                   next((d.dataset.name for d in inputs), None), run.info.end_time)
 
     config_hash = property(lambda self: self.tags.get(names.CONFIG_HASH))
     data_hash = property(lambda self: self.tags.get(names.DATA_HASH))
@@ -288,6 +289,9 @@ class Run:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def rename(self, run_name: str) -> None:
+        self.client.update_run(self.run_id, name=run_name)
 
     def set_note(self, markdown: str) -> None:
         """The run's description, shown on its page in the UI."""
