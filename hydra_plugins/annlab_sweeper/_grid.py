@@ -91,7 +91,7 @@ def sweep(sweeper, arguments: list[str]) -> list[Any]:
         with multirun.reporting(experiment, parent, total, len(done)):
             returns = sweeper.launch(jobs) if jobs else []
         experiment.store.check_reachable("the sweep's summary is not written; rerun the same "
-                                         "command once it answers")
+                                         "command once it answers", patient=True)
         sweep_report.write(experiment, parent, parent_name, grid.by_hash, grid.swept,
                            grid.n_val, sweep_dir / "summary", multirun.results(returns))
     return [returns]

@@ -70,3 +70,27 @@ def tables(url: str, key: str) -> set[str]:
 def holds_mlflow(names: set[str]) -> bool:
     """Whether these tables are an MLflow tracking store's."""
     return names >= MLFLOW_TABLES
+
+
+def create_if_missing(url: str, key: str) -> bool:
+    """Create a PostgreSQL database that does not exist yet (through the server's maintenance
+    database ``postgres``, with the URL's own user); True if it did. Any refusal (no such
+    server, no right to create) is left for :func:`tables` to report."""
+    parsed = parse(url, key)
+    if parsed.get_backend_name() != "postgresql" or not parsed.database:
+        return False
+    engine = sqlalchemy.create_engine(parsed.set(database="postgres"),
+                                      connect_args={"connect_timeout": CONNECT_TIMEOUT},
+                                      isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                            {"name": parsed.database}).first():
+                return False
+            name = engine.dialect.identifier_preparer.quote(parsed.database)
+            conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+            return True
+    except sqlalchemy.exc.SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()

@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
@@ -222,6 +224,17 @@ def _answers(host: str, port: int) -> str | None:
         return err.strerror or type(err).__name__
 
 
+def _running_cluster() -> str | None:
+    """The address of a cluster `ray start` left running on this machine, if it answers: what
+    ``ray.init()`` without an address finds (Ray's record of it in its temp dir) and joins."""
+    try:
+        address = (Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster").read_text()
+    except OSError:
+        return None
+    address = address.strip()
+    return address if address and _answers(*_host_port(address)) is None else None
+
+
 def check_cluster(config: DictConfig, uri: str) -> None:
     """Before any job starts and before connecting to it, refuse a Ray cluster that cannot
     work: one on another machine (its address says so) when the store is one only this machine
@@ -229,8 +242,15 @@ def check_cluster(config: DictConfig, uri: str) -> None:
     cluster on this machine with such a store is asked for its nodes: one of them elsewhere is
     refused too."""
     init = OmegaConf.select(config, "hydra.launcher.ray.init")
-    if init is None or not init.get("address"):
-        return  # not Ray, or a local instance: its jobs see what this machine sees
+    if init is None:
+        return  # not Ray
+    if not init.get("address"):  # a local instance: its jobs see what this machine sees
+        if (running := _running_cluster()) is not None:
+            raise NoCluster(f"a Ray cluster started with `ray start` runs on this machine "
+                            f"({running}), and Ray would join it with the settings of a new "
+                            f"local instance; set RAY_ADDRESS={running} to run on it, or stop "
+                            "it (`ray stop`)")
+        return
     address = str(init.address)
     local_store = not tracking.is_server(uri) or is_loopback(urlparse(uri).hostname)
     advice = ("start `make server` (on a PostgreSQL DB) and set MLFLOW_TRACKING_URI=http://"

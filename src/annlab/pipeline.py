@@ -126,8 +126,9 @@ def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
     """
     validate(cfg)
     uri = tracking.resolve_uri(cfg.tracking.uri, cfg.paths.store)
-    experiment = tracking.open(uri, cfg.tracking.experiment)
-    name, chash, parent = run_name(cfg), config_hash(cfg), cfg.tracking.parent_run_id
+    parent = cfg.tracking.parent_run_id  # a sweep's job: its launching process found the store
+    experiment = tracking.open(uri, cfg.tracking.experiment, patient=parent is not None)
+    name, chash = run_name(cfg), config_hash(cfg)
     trial = {names.STUDY: cfg.tune.study, names.TRIAL: cfg.tune.trial} if (
         cfg.get("tune") is not None and cfg.tune.trial is not None) else {}
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"
 SECRET_VAR = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 READY_TIMEOUT = 120.0
 BACKEND = "the backend store DB"
+AUTH_CACHE_SECONDS = 60
 STOP_TIMEOUT = 15.0
 
 
@@ -66,10 +67,13 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def check_db(url: str) -> None:
-    """The backend store answers (one short connection: MLflow itself retries for minutes)."""
+    """The backend store answers (one short connection: MLflow itself retries for minutes); a
+    PostgreSQL database that does not exist yet is created, when the user may."""
     parsed = databases.parse(url, BACKEND)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if databases.create_if_missing(url, BACKEND):
+        print(f"created the database {parsed.database!r} on {parsed.host}", flush=True)
     databases.tables(url, BACKEND)
 
 
@@ -90,13 +94,16 @@ def upgrade_db(mlflow: Path, url: str, log: Path, env: dict[str, str]) -> None:
 
 
 def write_auth_config(state: Path) -> Path:
-    """An auth ini whose user store is an absolute path (the shipped one is relative)."""
+    """An auth ini whose user store is an absolute path (the shipped one is relative). MLflow
+    hashes the password again on every request unless its credential cache is on: on, for a
+    minute (the server has one worker, so a changed password holds on no other worker)."""
     ini = state / "basic_auth.ini"
     ini.write_text("[mlflow]\n"
                    "default_permission = READ\n"
                    f"database_uri = sqlite:///{state / 'basic_auth.db'}\n"
                    f"admin_username = {ADMIN_USER}\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                   f"auth_cache_ttl_seconds = {AUTH_CACHE_SECONDS}\n")
     return ini
 
 

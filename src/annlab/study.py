@@ -345,7 +345,7 @@ def run(base: DictConfig, point: list[str], uri: str, url: str, batch: int, laun
                 launched.append(returns)
                 asked = []
         experiment.store.check_reachable("the study's summary is not written; rerun the same "
-                                         "command once it answers")
+                                         "command once it answers", patient=True)
         summarise_if_done(experiment, study, parent, name, t, base.train.epochs, out)
     return launched
 

@@ -254,6 +254,36 @@ def test_a_run_is_registered_and_served_through_the_server(live_server, server_r
         assert stop(proc)[0] == 0
 
 
+def _close_all(uri: str, run_ids: list[str], barrier) -> None:
+    store = tracking.connect(uri)
+    for run_id in run_ids:
+        barrier.wait(timeout=60)  # both processes close the same run at the same moment
+        tracking.Run(store, run_id).end("KILLED", "its process is gone")
+
+
+def test_two_processes_closing_the_same_runs_at_once_both_succeed(live_server, experiment):
+    """After a lost node, jobs on other nodes find the same abandoned runs and close them
+    together: closing must be idempotent, not fail an unrelated config."""
+    import multiprocessing
+
+    client = MlflowClient(live_server.url)
+    experiment_id = tracking.open(live_server.url, experiment).id
+    run_ids = [client.create_run(experiment_id).info.run_id for _ in range(20)]
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_close_all, args=(live_server.url, run_ids, barrier))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    for run_id in run_ids:
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED"
+        assert run.data.tags["annlab.failure"] == "its process is gone"
+
+
 def test_eight_concurrent_runs_lose_and_repeat_no_point(live_server, tmp_path, experiment):
     """Eight processes run and track a config each at the same time (forked once the imports
     are done, so that they overlap); the experiment does not exist yet, so they also race to
@@ -308,6 +338,32 @@ def test_a_server_restarted_mid_sweep_loses_and_repeats_no_point(live_server, tm
     # The job that was running when the server went away finished after it came back.
     ended = client.get_run(first.info.run_id).info
     assert ended.status == "FINISHED" and ended.end_time > back
+
+
+def test_jobs_starting_while_the_server_restarts_wait_for_it(live_server, tmp_path,
+                                                              experiment):
+    """A job's first look at the server honours the retry window MLflow's client gives every
+    call: the jobs that start while the server is down wait for it, and none fails."""
+    server, epochs = live_server, 600
+    argv = sweep_argv(tmp_path / "sweep", server.url, experiment, *SLOW_JOB,
+                      "model.activation=tanh,relu,sigmoid", "model.hidden_nodes=3",
+                      "train.learning_rate=0.5")
+
+    def one_finished():
+        return [k for k in parents_and_children(server.url, experiment)[1]
+                if k.info.status == "FINISHED"]
+
+    with started(argv) as proc:
+        wait_for(one_finished, 120, "the first job's end", proc)
+        took = server.restart()  # the next job starts meanwhile
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "FAILED" not in out, (took, out, err)
+    (parent,), children = parents_and_children(server.url, experiment)
+    assert parent.info.status == "FINISHED"
+    assert_one_finished_child_per_config(children, 3) and len(children) == 3
+    client = MlflowClient(server.url)
+    for child in children:
+        assert_every_point_once(client, child.info.run_id, epochs)
 
 
 # MLflow's retries bounded to a few seconds (settings the user exports win over annlab's ~30 s),

@@ -72,3 +72,23 @@ def test_auth_server_over_postgres_serves_logins_only_and_stops_cleanly(postgres
     written = [p for p in (tmp_path / "state").iterdir()]
     assert {p.name for p in written} >= {"basic_auth.ini", "basic_auth.db"}
     assert not any(PASSWORD.encode() in p.read_bytes() for p in written), "password leaked"
+
+
+def test_a_database_that_does_not_exist_yet_is_created(postgres, tmp_path):
+    name = f"fresh_{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.server", "--db", postgres.url(name), "--port",
+         str(port), "--state-dir", str(tmp_path / "state"), "--artifacts",
+         str(tmp_path / "artifacts")], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        created, ready = proc.stdout.readline(), proc.stdout.readline()
+        assert created.startswith(f"created the database '{name}'"), proc.stderr.read()
+        assert f"MLFLOW_TRACKING_URI=http://127.0.0.1:{port}" in ready
+        assert get(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?"
+                   "max_results=1") == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0

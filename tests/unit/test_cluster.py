@@ -88,7 +88,22 @@ def test_an_address_where_nothing_answers_is_refused_naming_it(inits, address, w
     assert f"RAY_ADDRESS={address}" in str(info.value) and inits == []
 
 
-def test_a_local_ray_instance_is_not_checked(inits):
+def test_a_local_instance_beside_a_running_ray_start_cluster_is_refused_naming_it(
+        inits, head, monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(head)  # as `ray start` leaves it
+    with pytest.raises(NoCluster, match=f"set RAY_ADDRESS={head} to run on it") as info:
+        check_cluster(_ray(None), SQLITE)
+    assert "ray stop" in str(info.value) and inits == []
+
+
+def test_a_local_ray_instance_is_not_checked(inits, monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # no `ray start` cluster here
     check_cluster(_ray(None), SQLITE)
     check_cluster(OmegaConf.create({"hydra": {"launcher": {"n_jobs": 2}}}), "sqlite:///x.db")
     assert inits == []

@@ -50,6 +50,7 @@ def connect(uri: str) -> Store:
     return Store(uri)
 
 
-def open(uri: str, experiment: str) -> Experiment:
-    """The experiment ``experiment`` of the store at ``uri``, created if new."""
-    return Experiment.open(Store(uri), experiment)
+def open(uri: str, experiment: str, patient: bool = False) -> Experiment:
+    """The experiment ``experiment`` of the store at ``uri``, created if new (``patient``: see
+    :class:`Store`)."""
+    return Experiment.open(Store(uri, patient), experiment)

@@ -433,8 +433,17 @@ class Run:
                                 f"{first_line(err)}") from err
 
     def end(self, status: Status, reason: str | None = None) -> None:
-        """Terminate the run, recording ``reason`` as its failure."""
+        """Terminate the run, recording ``reason`` as its failure. Idempotent: two processes
+        may close the same abandoned run at once (MLflow sets a tag by looking it up, then
+        inserting it, so the later insert breaks its uniqueness), and the one that lost does
+        it again, over the tag that is there now."""
         with interrupts.held():
-            if reason:
-                self.client.set_tag(self.run_id, names.FAILURE, reason[:5000])
-            self.client.set_terminated(self.run_id, status)
+            for attempt in (1, 2):
+                try:
+                    if reason:
+                        self.client.set_tag(self.run_id, names.FAILURE, reason[:5000])
+                    self.client.set_terminated(self.run_id, status)
+                    return
+                except MlflowException as err:
+                    if attempt == 2 or not duplicate_row(err):
+                        raise

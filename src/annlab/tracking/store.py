@@ -15,7 +15,9 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import ExclusiveFileLock
+from requests.adapters import HTTPAdapter
 from sqlalchemy.exc import SQLAlchemyError
+from urllib3.util import Retry
 
 from annlab import databases
 from annlab.errors import AnnlabError
@@ -79,13 +81,32 @@ def _check_database(uri: str) -> None:
                             ) from None
 
 
-def _check_server(uri: str) -> None:
-    """Fail within seconds, not after MLflow's minutes of retries, when nothing answers."""
+def _check_server(uri: str, patient: bool = False) -> None:
+    """Whether the server answers: asked once, so that a command fails within seconds when
+    nothing does; or, ``patient``, within the retry window MLflow's own client gives every
+    call (its MLFLOW_HTTP_REQUEST_* settings), so that a job starting while a server restarts
+    waits for it as its calls would."""
+    session = requests.Session()
+    if patient:
+        from mlflow.environment_variables import (
+            MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+            MLFLOW_HTTP_REQUEST_BACKOFF_JITTER,
+            MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        )
+
+        retry = Retry(total=MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(),
+                      backoff_factor=MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get(),
+                      backoff_jitter=MLFLOW_HTTP_REQUEST_BACKOFF_JITTER.get(),
+                      status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None)
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        session.mount("https://", HTTPAdapter(max_retries=retry))
     try:
-        requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+        session.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
     except requests.RequestException as err:
         raise TrackingError(f"tracking server {uri} is unreachable ({type(err).__name__}); "
                             "start it or point MLFLOW_TRACKING_URI elsewhere") from err
+    finally:
+        session.close()
 
 
 def build_whole(target: Path, build) -> None:
@@ -143,23 +164,26 @@ def _open_sqlite(db: Path, uri: str) -> None:
 class Store:
     """One tracking store (a sqlite file or a server) as this process sees it."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, patient: bool = False):
+        """``patient``: a server that does not answer is waited for as long as MLflow's client
+        would (a sweep's job: its launching process has already found the server)."""
         self.uri = uri
         _check_uri(uri)
         if is_server(uri):
-            _check_server(uri)
+            _check_server(uri, patient)
         elif (db := sqlite_path(uri)) is not None:
             _open_sqlite(db, uri)
         elif urlparse(uri).scheme != "databricks":
             _check_database(uri)
         self.client = _client(uri)
 
-    def check_reachable(self, consequence: str, cause: BaseException | None = None) -> None:
-        """For a server store: raise :class:`TrackingError` at once (naming the server and
-        ``consequence``) if it does not answer, instead of spending MLflow's retry window on
-        each further call."""
+    def check_reachable(self, consequence: str, cause: BaseException | None = None,
+                        patient: bool = False) -> None:
+        """For a server store: raise :class:`TrackingError` (naming the server and
+        ``consequence``) if it does not answer, at once instead of spending MLflow's retry
+        window on each further call, or (``patient``) after that window once."""
         if is_server(self.uri):
             try:
-                _check_server(self.uri)
+                _check_server(self.uri, patient)
             except TrackingError as err:
                 raise TrackingError(f"{err}; {consequence}") from (cause or err)
