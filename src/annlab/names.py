@@ -27,6 +27,7 @@ USER = "mlflow.user"
 NOTE = "mlflow.note.content"  # the run's description (markdown)
 DATASET_CONTEXT = "mlflow.data.context"
 EXPERIMENT_KIND = "mlflow.experimentKind"
+SHARED_VIEW = "mlflow.sharedViewState."  # an experiment tag: a saved view of the runs table
 
 # annlab's run tags
 CONFIG_HASH = "annlab.config_hash"
@@ -65,6 +66,8 @@ REPORT_FILE = "reproduce/report.txt"
 # Each run's figures, by what they show: Figure 3 of the post, Figure 2 and its last frame.
 FIGURE_FILES = {"misclassification": "misclassification.png", "boundary": "boundary.gif",
                 "boundary_final": "boundary_final.png"}
+# ... and those also logged at the artifact root, the only level MLflow's Compare page lists.
+COMPARED_FIGURES = ("misclassification", "boundary_final")
 SWEEP_FIGURE_FILES = {"heatmaps": "val_misclassification_heatmaps.png",
                       "curves": "val_curves.png", "boundaries": "boundaries.png"}
 

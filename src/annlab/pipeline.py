@@ -155,15 +155,20 @@ def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path)
                              **OmegaConf.to_container(cfg.data), "seed": cfg.seed})
     splits.save(out_dir / names.SPLITS_FILE)
     run.log_artifact(out_dir / names.SPLITS_FILE, names.DATA_DIR)
-    logged_at = run.log_history(outcome.history)
+    # The objective first: the UI's Compare page plots the first metric logged by default.
+    history = outcome.history
+    logged_at = run.log_history(history[sorted(history.columns,
+                                               key=lambda c: c != "val_misclassification")])
     if outcome.stopped_at is not None:  # pruned: said in its name too, it ends FINISHED
         run.set_tags({names.PRUNED_AT: outcome.stopped_at})
-        run.rename(f"{run_name(cfg)}-pruned@{outcome.stopped_at}")
+        run.rename(f"pruned@{outcome.stopped_at}-{run_name(cfg)}")  # first: names get cut
     run.set_note(describe(cfg, run.run_id, outcome))
     if outcome.failure is not None:
         return
     for path in outcome.figures.values():
         run.log_artifact(path, names.FIGURES_DIR)
+    for key in names.COMPARED_FIGURES:
+        run.log_artifact(outcome.figures[key])
     run.log_images(names.BOUNDARY_IMAGE_KEY, outcome.step_images)
     val = outcome.history["val_misclassification"]
     metrics = [tracking.ModelMetric(k, v, SCORE_SPLITS[k.split("_")[0]])

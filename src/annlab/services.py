@@ -228,8 +228,8 @@ def ui(uri: str, experiment: str, port: int) -> None:
                                   ) from err
             print(f"MLflow UI: {runs_link(base, opened.id)}\n"
                   f"  (experiment {experiment!r}; Ctrl-C stops it; its log is {_shown(log)})\n"
-                  "  Click 'Model training' once at the top left: the UI then keeps to the "
-                  "training views for every page", flush=True)
+                  "  The UI keeps to its training views on every page once switched: click "
+                  "'GenAI' and then 'Model training' at the top left", flush=True)
             proc.wait()
         except KeyboardInterrupt:
             return
@@ -270,9 +270,12 @@ def serve_model(uri: str, name: str, run_id: str | None, port: int) -> None:
                 stop_group(proc)
 
 
-def runs_link(base: str, experiment_id: str) -> str:
-    """The experiment's runs table in model-training mode (what MLflow 3.17's UI honours)."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+def runs_link(base: str, experiment_id: str, view: str = "annlab-best") -> str:
+    """The experiment's runs table in model-training mode (MLflow 3.17's UI honours the
+    parameter for the page it opens), in annlab's saved ``view``: best first, the columns
+    that matter."""
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?"
+            f"workflowType=machine_learning&viewStateShareKey={view}")
 
 
 def _start(cmd: list[str], log: Path, env: dict[str, str], shown=lambda text: text

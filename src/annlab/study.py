@@ -307,6 +307,9 @@ def run(base: DictConfig, point: list[str], uri: str, url: str, batch: int, laun
     t = base.tune
     with interrupts.raised():
         experiment = tracking.open(uri, base.tracking.experiment)
+        experiment.save_view(f"annlab-study-{t.study}", f"annlab: study {t.study}", {
+            **tracking.BEST_VIEW_STATE,
+            "searchFilter": f"tags.`{names.STUDY}` = '{t.study}' and tags.`{names.TRIAL}` != ''"})
         with interrupts.held():
             study, created = open_study(t, url)
             check_belongs(study, created, uri, base.tracking.experiment)
@@ -449,7 +452,7 @@ def summarise_if_done(experiment: tracking.Experiment, study: optuna.Study,
     print("\n" + shown.head(10).to_string(index=False, na_rep="-"))
     print(f"\nstudy parent run {parent_name} ({parent.run_id}): {len(table)} trials, "
           f"{pruned} pruned; {names.TRIALS_FILE} and Optuna's figures on it; browse with "
-          "`make ui`", flush=True)
+          f"`make ui`, its trials in the view 'annlab: study {t.study}'", flush=True)
     if len(done):
         print(tracking.register(experiment.store, best["run_id"]).line(), flush=True)
 

@@ -70,7 +70,7 @@ def test_a_study_prunes_from_the_curves_and_records_every_trial(tmp_path):
             steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
             assert steps == list(range(1, epoch + 1))
         assert f"after {epoch} epochs" in run.data.tags["mlflow.note.content"]
-        assert run.info.run_name.endswith(f"-pruned@{epoch}")  # said in its name, too
+        assert run.info.run_name.startswith(f"pruned@{epoch}-trial-")  # said in its name
     for run in trials:  # each trial points to its run, and its name shows what it sampled
         (trial,) = [t for t in study.trials if t.number == int(run.data.tags["annlab.trial"])]
         assert trial.user_attrs["annlab.mlflow_run_id"] == run.info.run_id

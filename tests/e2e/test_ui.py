@@ -2,6 +2,7 @@
 API as the browser would: the link into the training runs, source and user, description,
 datasets, the logged model, per-epoch boundary images, and a sweep's parent."""
 
+import json
 import os
 import signal
 import socket
@@ -69,8 +70,27 @@ def _api(ui, endpoint, **params):
 def test_make_ui_prints_the_link_into_the_experiments_training_runs(ui):
     experiment_id = tracking.open(ui["uri"], "annlab").id
     assert ui["link"] == (f"{ui['base']}/#/experiments/{experiment_id}/runs"
-                          "?workflowType=machine_learning")
+                          "?workflowType=machine_learning&viewStateShareKey=annlab-best")
     assert "<html" in requests.get(ui["base"], timeout=30).text.lower()
+    # The view the link opens, saved as the UI saves views: best first, the columns that matter.
+    tags = {t["key"]: t["value"] for t in _api(ui, "experiments/get", experiment_id=
+                                                experiment_id)["experiment"]["tags"]}
+    view = json.loads(tags["mlflow.sharedViewState.annlab-best"])
+    state = json.loads(view["state"])
+    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`val_misclassification`",
+                                                          True)
+    assert "metrics.`val_misclassification`" in state["selectedColumns"]
+
+
+def test_runs_compare_in_mlflows_own_view_on_the_objective(ui):
+    # MLflow's Compare page lists only files at a run's artifact root, and its parallel
+    # coordinates plot starts on the first metric a run logged.
+    run_id = ui["run"].run_id
+    root = {f["path"] for f in _api(ui, "artifacts/list", run_id=run_id)["files"]
+            if not f["is_dir"]}
+    assert root == {"misclassification.png", "boundary_final.png"}
+    metrics = _api(ui, "runs/get", run_id=run_id)["run"]["data"]["metrics"]
+    assert metrics[0]["key"] == "val_misclassification"
 
 
 def test_a_run_shows_source_description_datasets_model_and_boundary_images(ui):

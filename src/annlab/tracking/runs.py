@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cached_property
 from importlib.metadata import version
@@ -31,6 +31,17 @@ from annlab.provenance import Provenance, git_state, user
 from annlab.tracking.store import Store, TrackingError, duplicate_row, first_line, sqlite_path
 
 EXPERIMENT_TAGS = {names.EXPERIMENT_KIND: "custom_model_development"}
+# The runs table as annlab opens it: best validation misclassification first, the settings and
+# scores that matter as columns. (A view the UI saves as an experiment tag, in the form MLflow
+# 3.17's UI writes; make ui links to it by its key.)
+BEST_VIEW = "annlab-best"
+SHOWN_COLUMNS = ["metrics.`val_misclassification`", "metrics.`val_accuracy`",
+                 "metrics.`test_accuracy`", "params.`model.activation`",
+                 "params.`model.hidden_nodes`", "params.`train.learning_rate`",
+                 "params.`train.reg_lambda`", "tags.`annlab.pruned_at`", "attributes.`Dataset`",
+                 "attributes.`Models`"]
+BEST_VIEW_STATE = {"orderByKey": "metrics.`val_misclassification`", "orderByAsc": True,
+                   "selectedColumns": SHOWN_COLUMNS}
 # What the logged model's own code (annlab.model_io and the estimator) imports, pinned to the
 # versions this run used.
 MODEL_PACKAGES = ("numpy", "scipy", "scikit-learn")
@@ -119,7 +130,9 @@ class Experiment:
                 try:
                     experiment_id = client.create_experiment(name, artifact_location,
                                                              EXPERIMENT_TAGS)
-                    return cls(store, experiment_id, name)
+                    experiment = cls(store, experiment_id, name)
+                    experiment.save_view(BEST_VIEW, "annlab: best first", BEST_VIEW_STATE)
+                    return experiment
                 except MlflowException:  # created meanwhile by someone else: use theirs
                     found = client.get_experiment_by_name(name)
             if found.lifecycle_stage == "deleted":
@@ -129,6 +142,8 @@ class Experiment:
                 if found.tags.get(key) != value:
                     client.set_experiment_tag(found.experiment_id, key, value)
             experiment = cls(store, found.experiment_id, name)
+            experiment.save_view(BEST_VIEW, "annlab: best first", BEST_VIEW_STATE,
+                                 found.tags)
             experiment.close_dead_runs()
             return experiment
         except (MlflowException, SQLAlchemyError) as err:
@@ -141,6 +156,18 @@ class Experiment:
         except MlflowException as err:
             raise TrackingError(f"no experiment with id {experiment_id!r} in {store.uri}"
                                 ) from err
+
+    def save_view(self, key: str, title: str, state: Mapping, tags: Mapping | None = None
+                  ) -> None:
+        """A saved view of the runs table (the UI's Views menu; ``viewStateShareKey=<key>`` in
+        its URL), written unless ``tags`` (the experiment's) already hold the same."""
+        tag = f"{names.SHARED_VIEW}{key}"
+        with suppress(KeyError, ValueError, TypeError):  # none yet, or not one of these
+            if json.loads(json.loads((tags or {})[tag])["state"]) == state:
+                return
+        now = int(time.time() * 1000)
+        self.store.client.set_experiment_tag(self.id, tag, json.dumps(
+            {"name": title, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}))
 
     @contextmanager
     def start_run(self, run_name: str, provenance: Provenance | None = None, *,
