@@ -15,14 +15,16 @@ SERVE_PORT ?= 5002
 # Where a sweep's or a study's jobs run: joblib (this machine's cores), basic (one process) or
 # ray ($RAY_ADDRESS's cluster, else a local Ray instance kept on 127.0.0.1).
 LAUNCHER ?= joblib
-RUN_JOBS = $(if $(filter ray,$(LAUNCHER)),$(if $(RAY_ADDRESS),,RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 ))$(PY) \
+# A Ray driver authenticates with the cluster's token, as `make cluster` starts its nodes.
+RUN_JOBS = $(if $(filter ray,$(LAUNCHER)),RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token} $(if \
+  $(RAY_ADDRESS),,RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 ))$(PY) \
   -m pipelines.run hydra/launcher=$(if $(filter ray,$(LAUNCHER)),annlab_ray,$(LAUNCHER))
 # `make server`'s settings are read from the command line only (HOST and PORT are common
 # environment variables that must not move a server by accident): $(call cli,NAME,default).
 cli = $(if $(filter command line,$(origin $(1))),$($(1)),$(2))
 
-.PHONY: help install run sweep tune ui server figures docs reproduce register serve test \
-  test-fast bench lint lock clean
+.PHONY: help install run sweep tune ui server cluster cluster-worker figures docs reproduce \
+  register serve test test-fast bench lint lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,6 +72,13 @@ register: $(STAMP)  ## a tracked run's model (RUN_ID=...) into the registry; cha
 
 serve: $(STAMP)  ## MLflow's scoring server for the champion (or RUN_ID=...), on 127.0.0.1
 	$(PY) -m pipelines.serve --port $(SERVE_PORT) $(if $(RUN_ID),--run-id $(RUN_ID))
+
+cluster: $(STAMP)  ## a Ray head node for LAUNCHER=ray: token auth, no usage stats, fixed ports (NODE_IP=)
+	$(PY) -m pipelines.cluster head --node-ip "$(call cli,NODE_IP,127.0.0.1)"
+
+cluster-worker: $(STAMP)  ## a Ray worker node joining RAY_ADDRESS=<head>:6379 (NODE_IP=<this machine>)
+	@test -n "$(RAY_ADDRESS)" || { echo "usage: RAY_ADDRESS=<head>:6379 make cluster-worker NODE_IP=<ip>" >&2; exit 2; }
+	$(PY) -m pipelines.cluster worker --address "$(RAY_ADDRESS)" --node-ip "$(call cli,NODE_IP,127.0.0.1)"
 
 test: $(STAMP)  ## the whole suite, tests/unit/ and tests/e2e/: what CI runs
 	$(PY) -m pytest -n 2 tests $(ARGS)

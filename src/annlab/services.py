@@ -13,6 +13,7 @@ whole group on a signal.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -141,7 +142,16 @@ def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float,
 
 
 def stop_group(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM the server's process group (its own, by the leader's PID); SIGKILL if it lingers."""
+    """SIGTERM the server's process group (its own, by the leader's PID); SIGKILL if it lingers.
+    Then SIGKILL, by PID, whatever it started that left the group (a Ray node's workers)."""
+    started = _descendants(proc.pid)
+    _stop_group(proc, timeout)
+    for pid in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _stop_group(proc: subprocess.Popen, timeout: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
@@ -159,6 +169,19 @@ def stop_group(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
             except ProcessLookupError:
                 return
             time.sleep(0.1)
+
+
+def _descendants(pid: int) -> set[int]:
+    """The processes ``pid`` started, and theirs (from /proc), whatever their group."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                children = {int(c) for c in (task / "children").read_text().split()}
+                todo += list(children - found)
+                found |= children
+    return found
 
 
 def serve(db: str, host: str, port: int, artifacts: Path, auth: bool, state: Path) -> None:
@@ -268,6 +291,99 @@ def serve_model(uri: str, name: str, run_id: str | None, port: int) -> None:
         finally:
             with interrupts.held():
                 stop_group(proc)
+
+
+# `make cluster`: every port a node listens on for other nodes is fixed, so that a firewall can
+# open exactly these (the worker ports: a range) and nothing else.
+RAY_PORTS = {"--node-manager-port": 6380, "--object-manager-port": 6381,
+             "--runtime-env-agent-port": 6382, "--dashboard-agent-grpc-port": 6383,
+             "--dashboard-agent-listen-port": 6384, "--metrics-export-port": 6385,
+             "--min-worker-port": 10002, "--max-worker-port": 10031}
+RAY_HEAD_PORTS = {"--port": 6379, "--ray-client-server-port": 10001}
+RAY_TOKEN = Path.home() / ".ray" / "auth_token"  # where Ray keeps its token by default
+
+
+def ray_command(role: str, node_ip: str, address: str | None = None,
+                temp_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """`ray start` for a head or a worker node, safe by default: Ray's token authentication
+    on (every node and driver needs the head's token), usage stats off, no dashboard, fixed
+    ports, in the foreground (``--block``). A head on a loopback address is kept on it (Ray
+    would otherwise listen on the machine's network address); it is then a one-machine
+    cluster."""
+    ray = str(Path(sys.executable).with_name("ray"))
+    argv = [ray, "start", f"--node-ip-address={node_ip}", "--include-dashboard=false",
+            "--disable-usage-stats", "--block",
+            *(f"{flag}={port}" for flag, port in RAY_PORTS.items())]
+    env = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    if role == "head":
+        argv[2:2] = ["--head", *(f"{flag}={port}" for flag, port in RAY_HEAD_PORTS.items())]
+        if ipaddress_loopback(node_ip):
+            env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    else:
+        argv[2:2] = [f"--address={address}"]
+    if temp_dir is not None:
+        argv.append(f"--temp-dir={temp_dir}")
+    return argv, env
+
+
+def ipaddress_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def ray_node(role: str, node_ip: str, address: str | None = None,
+             temp_dir: Path | None = None) -> None:
+    """A Ray node of `make cluster` in the foreground, until a signal stops it and every
+    process it started; prints how to join it and how to run a sweep on it."""
+    argv, extra = ray_command(role, node_ip, address, temp_dir)
+    env = {**os.environ, **extra}
+    if role == "worker" and not address:
+        raise ServerError("a worker node needs RAY_ADDRESS=<head>:6379")
+    if not env.get("RAY_AUTH_TOKEN") and not RAY_TOKEN.exists():
+        if role == "worker":
+            raise ServerError(f"a worker node needs the head's token: copy the head's "
+                              f"{RAY_TOKEN} here, or export RAY_AUTH_TOKEN")
+        subprocess.run([argv[0], "get-auth-token", "--generate"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        RAY_TOKEN.chmod(0o600)
+    log = OUTPUTS / f"ray-{role}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with interrupts.raised():
+        proc = _start(argv, log, env)
+        try:
+            _wait_for_line(proc, log, "Ray runtime started", READY_TIMEOUT)
+            head = address or f"{node_ip}:{RAY_HEAD_PORTS['--port']}"
+            print(f"Ray {role} node on {node_ip} (token authentication on; its log is "
+                  f"{_shown(log)}; Ctrl-C stops it)\n"
+                  f"  sweeps: RAY_ADDRESS={head} make sweep LAUNCHER=ray, with the token in "
+                  f"{RAY_TOKEN} or RAY_AUTH_TOKEN"
+                  + ("" if ipaddress_loopback(node_ip) or role == "worker" else
+                     f"\n  another machine joins with: RAY_ADDRESS={head} make cluster-worker "
+                     "NODE_IP=<its address>, its token copied from this one"), flush=True)
+            proc.wait()
+            raise ServerError(f"ray start exited with code {proc.returncode}: "
+                              f"{log_tail(log)} (log: {log})")
+        except KeyboardInterrupt:
+            return
+        finally:
+            with interrupts.held():
+                stop_group(proc)
+
+
+def _wait_for_line(proc: subprocess.Popen, log: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        if proc.poll() is not None:
+            raise ServerError(f"ray start exited with code {proc.returncode}: "
+                              f"{log_tail(log)} (log: {log})")
+        if time.monotonic() > deadline:
+            raise ServerError(f"ray start did not report its node started within "
+                              f"{timeout:.0f} s (log: {log})")
+        time.sleep(0.2)
 
 
 def runs_link(base: str, experiment_id: str, view: str = "annlab-best") -> str:
