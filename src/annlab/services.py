@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from annlab import databases, interrupts, tracking
@@ -207,25 +208,16 @@ def serve(db: str, host: str, port: int, artifacts: Path, auth: bool, state: Pat
            "--port", str(port), "--workers", "1"]
     if auth:
         cmd += ["--app-name", "basic-auth"]
-    with interrupts.raised():
-        proc = _start(cmd, log, env, shown=lambda text: text.replace(db, redact(db)))
-        try:
-            wait_healthy(proc, f"http://{url_host(probe_host(host))}:{port}", log,
-                         READY_TIMEOUT)
-            public = host if host in LOOPBACK_HOSTS else socket.getfqdn()
-            login = (f"; log in as MLFLOW_TRACKING_USERNAME={ADMIN_USER} with "
-                     f"MLFLOW_TRACKING_PASSWORD=<${PASSWORD_VAR}>") if auth else ""
-            print(f"MLflow server ready in {time.monotonic() - started:.1f} s: "
-                  f"MLFLOW_TRACKING_URI=http://{url_host(public)}:{port}{login} "
-                  f"(log: {_shown(log)}; Ctrl-C stops it)", flush=True)
-            proc.wait()
-            raise ServerError(f"mlflow server exited with code {proc.returncode}: "
-                              f"{log_tail(log)} (log: {log})")
-        except KeyboardInterrupt:
-            return
-        finally:
-            with interrupts.held():
-                stop_group(proc)
+    url = f"http://{url_host(probe_host(host))}:{port}"
+    public = host if host in LOOPBACK_HOSTS else socket.getfqdn()
+    login = (f"; log in as MLFLOW_TRACKING_USERNAME={ADMIN_USER} with "
+             f"MLFLOW_TRACKING_PASSWORD=<${PASSWORD_VAR}>") if auth else ""
+    _foreground("mlflow server", cmd, log, env,
+                lambda proc: wait_healthy(proc, url, log, READY_TIMEOUT),
+                lambda: f"MLflow server ready in {time.monotonic() - started:.1f} s: "
+                        f"MLFLOW_TRACKING_URI=http://{url_host(public)}:{port}{login} "
+                        f"(log: {_shown(log)}; Ctrl-C stops it)",
+                shown=lambda text: text.replace(db, redact(db)))
 
 
 def ui(uri: str, experiment: str, port: int) -> None:
@@ -241,24 +233,18 @@ def ui(uri: str, experiment: str, port: int) -> None:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host",
            "127.0.0.1", "--port", str(port), "--workers", "1"]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with interrupts.raised():
-        proc = _start(cmd, log, env)
+    def ready(proc: subprocess.Popen) -> None:
         try:
-            try:
-                wait_healthy(proc, base, log, READY_TIMEOUT, "mlflow ui")
-            except ServerError as err:
-                raise ServerError(f"{err}; port {port} in use? try `make ui UI_PORT={port + 1}`"
-                                  ) from err
-            print(f"MLflow UI: {runs_link(base, opened.id)}\n"
-                  f"  (experiment {experiment!r}; Ctrl-C stops it; its log is {_shown(log)})\n"
-                  "  The UI keeps to its training views on every page once switched: click "
-                  "'GenAI' and then 'Model training' at the top left", flush=True)
-            proc.wait()
-        except KeyboardInterrupt:
-            return
-        finally:
-            with interrupts.held():
-                stop_group(proc)
+            wait_healthy(proc, base, log, READY_TIMEOUT, "mlflow ui")
+        except ServerError as err:
+            raise ServerError(f"{err}; port {port} in use? try `make ui UI_PORT={port + 1}`"
+                              ) from err
+
+    _foreground("mlflow ui", cmd, log, env, ready,
+                lambda: f"MLflow UI: {runs_link(base, opened.id)}\n"
+                        f"  (experiment {experiment!r}; Ctrl-C stops it; its log is "
+                        f"{_shown(log)})\n  The UI keeps to its training views on every page "
+                        "once switched: click 'GenAI' and then 'Model training' at the top left")
 
 
 def serve_model(uri: str, name: str, run_id: str | None, port: int) -> None:
@@ -276,21 +262,11 @@ def serve_model(uri: str, name: str, run_id: str | None, port: int) -> None:
            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
     cmd = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", model, "--env-manager",
            "local", "--host", "127.0.0.1", "--port", str(port)]
-    with interrupts.raised():
-        proc = _start(cmd, log, env)
-        try:
-            wait_healthy(proc, base, log, READY_TIMEOUT, "mlflow models serve")
-            print(f"serving {model} at {base} (Ctrl-C stops it; its log is {_shown(log)}):\n"
-                  f"  curl -s {base}/invocations -H 'Content-Type: application/json' "
-                  f"-d '{body}'", flush=True)
-            proc.wait()
-            raise ServerError(f"mlflow models serve exited with code {proc.returncode}: "
-                              f"{log_tail(log)} (log: {log})")
-        except KeyboardInterrupt:
-            return
-        finally:
-            with interrupts.held():
-                stop_group(proc)
+    _foreground("mlflow models serve", cmd, log, env,
+                lambda proc: wait_healthy(proc, base, log, READY_TIMEOUT, "mlflow models serve"),
+                lambda: f"serving {model} at {base} (Ctrl-C stops it; its log is "
+                        f"{_shown(log)}):\n  curl -s {base}/invocations -H 'Content-Type: "
+                        f"application/json' -d '{body}'")
 
 
 # `make cluster`: every port a node listens on for other nodes is fixed, so that a firewall can
@@ -352,26 +328,17 @@ def ray_node(role: str, node_ip: str, address: str | None = None,
         RAY_TOKEN.chmod(0o600)
     log = OUTPUTS / f"ray-{role}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with interrupts.raised():
-        proc = _start(argv, log, env)
-        try:
-            _wait_for_line(proc, log, "Ray runtime started", READY_TIMEOUT)
-            head = address or f"{node_ip}:{RAY_HEAD_PORTS['--port']}"
-            print(f"Ray {role} node on {node_ip} (token authentication on; its log is "
-                  f"{_shown(log)}; Ctrl-C stops it)\n"
-                  f"  sweeps: RAY_ADDRESS={head} make sweep LAUNCHER=ray, with the token in "
-                  f"{RAY_TOKEN} or RAY_AUTH_TOKEN"
-                  + ("" if ipaddress_loopback(node_ip) or role == "worker" else
-                     f"\n  another machine joins with: RAY_ADDRESS={head} make cluster-worker "
-                     "NODE_IP=<its address>, its token copied from this one"), flush=True)
-            proc.wait()
-            raise ServerError(f"ray start exited with code {proc.returncode}: "
-                              f"{log_tail(log)} (log: {log})")
-        except KeyboardInterrupt:
-            return
-        finally:
-            with interrupts.held():
-                stop_group(proc)
+    head = address or f"{node_ip}:{RAY_HEAD_PORTS['--port']}"
+    _foreground("ray start", argv, log, env,
+                lambda proc: _wait_for_line(proc, log, "Ray runtime started", READY_TIMEOUT),
+                lambda: f"Ray {role} node on {node_ip} (token authentication on; its log is "
+                        f"{_shown(log)}; Ctrl-C stops it)\n"
+                        f"  sweeps: RAY_ADDRESS={head} make sweep LAUNCHER=ray, with the token "
+                        f"in {RAY_TOKEN} or RAY_AUTH_TOKEN"
+                        + ("" if ipaddress_loopback(node_ip) or role == "worker" else
+                           f"\n  another machine joins with: RAY_ADDRESS={head} make "
+                           "cluster-worker NODE_IP=<its address>, its token copied from this "
+                           "one"))
 
 
 def _wait_for_line(proc: subprocess.Popen, log: Path, text: str, timeout: float) -> None:
@@ -392,6 +359,27 @@ def runs_link(base: str, experiment_id: str, view: str = "annlab-best") -> str:
     that matter."""
     return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?"
             f"workflowType=machine_learning&viewStateShareKey={view}")
+
+
+def _foreground(name: str, cmd: list[str], log: Path, env: dict[str, str],
+                ready: Callable[[subprocess.Popen], None], announce: Callable[[], str],
+                shown: Callable[[str], str] = lambda text: text) -> None:
+    """``cmd`` in a process group of its own until a signal: once ``ready(proc)`` returns, the
+    line ``announce()`` is printed; a signal stops the whole group (and what it started); the
+    process ending by itself is an error naming ``name`` and its log."""
+    with interrupts.raised():
+        proc = _start(cmd, log, env, shown)
+        try:
+            ready(proc)
+            print(announce(), flush=True)
+            proc.wait()
+            raise ServerError(f"{name} exited with code {proc.returncode}: {log_tail(log)} "
+                              f"(log: {log})")
+        except KeyboardInterrupt:
+            return
+        finally:
+            with interrupts.held():
+                stop_group(proc)
 
 
 def _start(cmd: list[str], log: Path, env: dict[str, str], shown=lambda text: text

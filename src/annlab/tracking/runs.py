@@ -42,9 +42,10 @@ SHOWN_COLUMNS = ["metrics.`val_misclassification`", "metrics.`val_accuracy`",
                  "attributes.`Models`"]
 BEST_VIEW_STATE = {"orderByKey": "metrics.`val_misclassification`", "orderByAsc": True,
                    "selectedColumns": SHOWN_COLUMNS}
-# What the logged model's own code (annlab.model_io and the estimator) imports, pinned to the
-# versions this run used.
-MODEL_PACKAGES = ("numpy", "scipy", "scikit-learn")
+# What the logged model loads with (annlab.model_io and the estimator), pinned to the versions
+# this run used. annlab's code is not shipped with the model: loaded in a process that has
+# annlab, MLflow would put the model's copy first on sys.path, in its place.
+MODEL_PACKAGES = ("annlab", "numpy", "scipy", "scikit-learn")
 
 
 @dataclass(frozen=True)
@@ -352,17 +353,16 @@ class Run:
     def log_model(self, weights: Path, features: pd.DataFrame, predictions,
                   metrics: list[ModelMetric], dataset: str, digests: Mapping[str, str]) -> str:
         """The run's MLflow 3 logged model (the UI's Models tab; ``runs:/<id>/model``): a
-        pyfunc model whose only data is the ``.npz`` weights (nothing pickled) and whose code
-        is annlab's own, shipped with it. Its signature, inferred from the training
-        ``features`` and their ``predictions``, names the input columns (MLflow's scoring
+        pyfunc model whose only data is the ``.npz`` weights (nothing pickled), loaded by
+        annlab's own code (its version pinned, as its libraries' are). Its signature,
+        inferred from the training ``features`` and their ``predictions``, names the input
+        columns (MLflow's scoring
         server checks requests against it) and takes a ``predict_method`` param. The run's
         final ``metrics`` are linked to it and to the dataset of the split each was measured
         on (a context of ``digests``). Returns its model id."""
         import mlflow.pyfunc
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
         from mlflow.models import Model, infer_signature
-
-        import annlab
 
         record = self.record()
         model = self.client.create_logged_model(
@@ -373,7 +373,6 @@ class Run:
             path = Path(tmp) / names.MODEL_NAME
             mlflow.pyfunc.save_model(
                 path, loader_module="annlab.model_io", data_path=str(weights),
-                code_paths=[str(Path(annlab.__file__).parent)],
                 signature=infer_signature(features, predictions,
                                           params={"predict_method": "predict"}),
                 input_example=features.head(5),
