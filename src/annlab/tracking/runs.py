@@ -356,10 +356,10 @@ class Run:
         pyfunc model whose only data is the ``.npz`` weights (nothing pickled), loaded by
         annlab's own code (its version pinned, as its libraries' are). Its signature,
         inferred from the training ``features`` and their ``predictions``, names the input
-        columns (MLflow's scoring
-        server checks requests against it) and takes a ``predict_method`` param. The run's
-        final ``metrics`` are linked to it and to the dataset of the split each was measured
-        on (a context of ``digests``). Returns its model id."""
+        columns (MLflow's scoring server checks requests against it) and takes a
+        ``predict_method`` param. The run's final ``metrics`` are linked to it and to the
+        dataset of the split each was measured on (a context of ``digests``). Returns its
+        model id."""
         import mlflow.pyfunc
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
         from mlflow.models import Model, infer_signature
