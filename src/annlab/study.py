@@ -452,7 +452,9 @@ def summarise_if_done(experiment: tracking.Experiment, study: optuna.Study,
     print("\n" + shown.head(10).to_string(index=False, na_rep="-"))
     print(f"\nstudy parent run {parent_name} ({parent.run_id}): {len(table)} trials, "
           f"{pruned} pruned; {names.TRIALS_FILE} and Optuna's figures on it; browse with "
-          f"`make ui`, its trials in the view 'annlab: study {t.study}'", flush=True)
+          f"`make ui`; the trials alone: its page at #/experiments/{experiment.id}/runs?"
+          f"workflowType=machine_learning&viewStateShareKey=annlab-study-{t.study}",
+          flush=True)
     if len(done):
         print(tracking.register(experiment.store, best["run_id"]).line(), flush=True)
 
@@ -602,23 +604,23 @@ def _parallel_coordinates(study: optuna.Study, space_keys: list[str], path: Path
 
     trials = [t for t in study.get_trials(deepcopy=False, states=ENDED)
               if _last_value(t) is not None]
-    columns = [*space_keys, "value"]
+    columns = [*space_keys, OBJECTIVE]
 
     def scale(key: str, values: list):
         if all(isinstance(v, str) for v in values):
             levels = list(dict.fromkeys(values))
             return [levels.index(v) / max(len(levels) - 1, 1) for v in values], levels
-        log = key != "value" and min(values) > 0 and max(values) / min(values) > 50
+        log = key != OBJECTIVE and min(values) > 0 and max(values) / min(values) > 50
         x = np.log10(values) if log else np.asarray(values, float)
         span = float(x.max() - x.min()) or 1.0
         return list((x - x.min()) / span), [f"{min(values):.3g}", f"{max(values):.3g}"]
 
-    table = {key: [t.params.get(key) if key != "value" else _last_value(t) for t in trials]
+    table = {key: [t.params.get(key) if key != OBJECTIVE else _last_value(t) for t in trials]
              for key in columns}
     scaled = {key: scale(key, values) for key, values in table.items() if values}
     fig = Figure(figsize=(10, 6), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    cmap, values = colormaps["viridis_r"], table["value"]
+    cmap, values = colormaps["viridis_r"], table[OBJECTIVE]
     low, high = (min(values), max(values)) if values else (0, 1)
     for i, t in enumerate(trials):
         ys = [scaled[key][0][i] for key in columns]
@@ -628,8 +630,10 @@ def _parallel_coordinates(study: optuna.Study, space_keys: list[str], path: Path
         ax.axvline(j, color="grey", lw=0.8)
         labels = scaled[key][1] if key in scaled else []
         for k, label in enumerate(labels):
-            ax.annotate(label, (j, k / max(len(labels) - 1, 1)), xytext=(4, 0),
-                        textcoords="offset points", fontsize=8, va="center")
+            ax.annotate(label, (j, k / max(len(labels) - 1, 1)), xytext=(7, 0),
+                        textcoords="offset points", fontsize=10, va="center",
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                              "alpha": 0.8})
     fig.colorbar(ScalarMappable(Normalize(low, high), cmap), ax=ax,
                  label="validation misclassification")
     ax.set(xticks=range(len(columns)), xticklabels=columns, yticks=[], xlim=(-0.2,

@@ -141,15 +141,17 @@ def plot_curves(curves: dict[str, pd.Series], panels: dict[str, str], path: Path
     names_by_panel: dict[str, list[str]] = {}
     for name in curves:
         names_by_panel.setdefault(panels[name], []).append(name)
+    shared = set.intersection(*(set(name.split("-")) for name in curves)) if curves else set()
     n = max(len(names_by_panel), 1)
     fig = Figure(figsize=(4.2 * n + 0.6, 5.6), dpi=90, layout="constrained")
     axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
     for ax, (panel, run_names) in zip(axes, names_by_panel.items()):
-        for name in run_names:
-            ax.plot(curves[name].index, curves[name].values, lw=1.2, label=name)
+        for name in run_names:  # labelled by what sets it apart in its panel: h2 lr0.05
+            label = " ".join(p for p in name.split("-") if p not in shared and p != panel)
+            ax.plot(curves[name].index, curves[name].values, lw=1.2, label=label or name)
         ax.set(xlabel="epoch", title=panel, ylim=(0, None))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2,
+        ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3,
                   frameon=False)
     axes[0].set_ylabel("validation misclassification")
     if not curves:

@@ -38,8 +38,7 @@ BEST_VIEW = "annlab-best"
 SHOWN_COLUMNS = ["metrics.`val_misclassification`", "metrics.`val_accuracy`",
                  "metrics.`test_accuracy`", "params.`model.activation`",
                  "params.`model.hidden_nodes`", "params.`train.learning_rate`",
-                 "params.`train.reg_lambda`", "tags.`annlab.pruned_at`", "attributes.`Dataset`",
-                 "attributes.`Models`"]
+                 "params.`train.reg_lambda`", "tags.`annlab.pruned_at`", "attributes.`Models`"]
 BEST_VIEW_STATE = {"orderByKey": "metrics.`val_misclassification`", "orderByAsc": True,
                    "selectedColumns": SHOWN_COLUMNS}
 # What the logged model loads with (annlab.model_io and the estimator), pinned to the versions
