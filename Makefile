@@ -70,8 +70,9 @@ register: $(STAMP)  ## a tracked run's model (RUN_ID=...) into the registry; cha
 	@test -n "$(RUN_ID)" || { echo "usage: make register RUN_ID=<mlflow run id>" >&2; exit 2; }
 	$(PY) -m pipelines.register $(RUN_ID)
 
-serve: $(STAMP)  ## MLflow's scoring server for the champion (or RUN_ID=...), on 127.0.0.1
-	$(PY) -m pipelines.serve --port $(SERVE_PORT) $(if $(RUN_ID),--run-id $(RUN_ID))
+serve: $(STAMP)  ## MLflow's scoring server for a champion (MODEL=annlab-moons; or RUN_ID=...), on 127.0.0.1
+	$(PY) -m pipelines.serve --port $(SERVE_PORT) $(if $(call cli,MODEL,),--model $(MODEL)) \
+	  $(if $(RUN_ID),--run-id $(RUN_ID))
 
 cluster: $(STAMP)  ## a Ray head node for LAUNCHER=ray: token auth, no usage stats, fixed ports (NODE_IP=)
 	$(PY) -m pipelines.cluster head --node-ip "$(call cli,NODE_IP,127.0.0.1)"

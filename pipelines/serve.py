@@ -1,5 +1,6 @@
-"""`make serve [RUN_ID=...]`: the champion of a registered model (or a run's model) behind
-MLflow's own scoring server, on 127.0.0.1, until Ctrl-C; prints a `curl` line that works.
+"""`make serve [MODEL=annlab-<dataset>] [RUN_ID=...]`: the champion of a registered model (or a
+run's model) behind MLflow's own scoring server, on 127.0.0.1, until Ctrl-C; prints a `curl`
+line that works.
 
     python -m pipelines.serve [--model annlab-moons] [--run-id ID] [--port 5002]
 """
@@ -11,8 +12,10 @@ import argparse
 from omegaconf import OmegaConf
 
 from annlab import services, tracking
+from annlab.config import DataConfig
 from annlab.errors import reported
 from annlab.paths import CONF_DIR, default_paths
+from annlab.rules import DATASETS
 from annlab.tracking.registry import model_name
 
 
@@ -20,8 +23,9 @@ from annlab.tracking.registry import model_name
 def main(argv: list[str] | None = None) -> None:
     experiment = OmegaConf.load(CONF_DIR / "tracking" / "mlflow.yaml").experiment
     parser = argparse.ArgumentParser(prog="make serve", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=model_name(experiment, "make_moons"),
-                        help="registered model whose champion to serve")
+    default = model_name(experiment, DATASETS[DataConfig.name].function)  # annlab-moons
+    parser.add_argument("--model", default=default,
+                        help="registered model whose champion to serve (annlab-<dataset>)")
     parser.add_argument("--run-id", help="serve this run's model instead")
     parser.add_argument("--port", type=int, default=5002)
     args = parser.parse_args(argv)

@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from annlab import multirun, names, sweep_report, tracking
-from annlab.config import config_hash, run_name, split_sizes, validate
+from annlab.config import config_hash, dataset_shape, run_name, split_sizes, validate
 from annlab.errors import InvalidGrid
 from annlab.names import Status
 
@@ -53,8 +53,8 @@ def plan(sweeper, arguments: list[str]) -> Grid:
     labels = [run_name(cfg, baseline) for cfg in configs]
     # A grid over a key that names leave out: tell its runs apart by their config hash.
     labels = [f"{n}-{h[:6]}" if labels.count(n) > 1 else n for n, h in zip(labels, hashes)]
-    n_val = min(split_sizes(c.data.n_samples, c.data.train_fraction, c.data.val_fraction)[1]
-                for c in configs)
+    n_val = min(split_sizes(dataset_shape(c.data)["n_samples"], c.data.train_fraction,
+                            c.data.val_fraction)[1] for c in configs)
     grid_hash = hashlib.sha256(",".join(sorted(hashes)).encode()).hexdigest()[:16]
     return Grid(points, swept, hashes, labels, n_val, grid_hash)
 

@@ -19,13 +19,26 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from annlab import paths  # noqa: F401  (registers the resolver conf/paths uses)
 from annlab.errors import AnnlabError
-from annlab.rules import RULES, hidden_sizes
+from annlab.rules import DATA_RULES, DATASETS, RULES, Dataset, hidden_sizes
 
 
 @dataclass
 class DataConfig:
-    n_samples: int = MISSING
-    noise: float = MISSING
+    """One file per dataset in conf/data/; each sets the settings its dataset takes (see
+    annlab.rules.DATASETS) and leaves the others null. The defaults are those of configs
+    recorded before datasets were a choice: moons, not standardised."""
+
+    name: str = "moons"
+    n_samples: int | None = None  # a generator's
+    noise: float | None = None  # moons, circles
+    factor: float | None = None  # circles
+    n_features: int | None = None  # blobs, classification
+    n_classes: int | None = None  # blobs (its centres), classification
+    cluster_std: float | None = None  # blobs
+    n_informative: int | None = None  # classification
+    n_redundant: int | None = None  # classification
+    class_sep: float | None = None  # classification
+    standardize: bool = False  # StandardScaler fitted on the training split
     train_fraction: float = MISSING
     val_fraction: float = MISSING
     test_fraction: float = MISSING
@@ -155,14 +168,16 @@ def validate(cfg: DictConfig) -> None:
         value = _plain(OmegaConf.select(cfg, rule.key))
         _require(rule.ok(value), rule.key, value, rule.allowed)
     d = cfg.data
+    _validate_settings(d)
     fractions = [d.train_fraction, d.val_fraction, d.test_fraction]
     total = sum(fractions)
     _require(math.isclose(total, 1.0, abs_tol=1e-9), "data.*_fraction", fractions,
              f"fractions summing to 1 (these sum to {total:g})")
-    sizes = split_sizes(d.n_samples, d.train_fraction, d.val_fraction)
-    _require(min(sizes) >= 2, "data.n_samples", d.n_samples,
-             f"enough samples for at least 2 per split (one per class); these fractions give "
-             f"{'/'.join(map(str, sizes))} train/val/test")
+    shape = dataset_shape(d)
+    sizes = split_sizes(shape["n_samples"], d.train_fraction, d.val_fraction)
+    _require(min(sizes) >= 2 * shape["n_classes"], "data.n_samples", shape["n_samples"],
+             f"enough samples for at least 2 per class in every split; these fractions give "
+             f"{'/'.join(map(str, sizes))} train/val/test for {shape['n_classes']} classes")
     _require(bool(cfg.tracking.experiment), "tracking.experiment", cfg.tracking.experiment,
              "a non-empty experiment name")
     needed, budget = memory_needed(cfg), memory_budget()
@@ -174,18 +189,49 @@ def validate(cfg: DictConfig) -> None:
              f"is {_gib(budget)} (half of this machine's memory)")
 
 
+def dataset(data: DictConfig) -> Dataset:
+    return DATASETS[data.name]
+
+
+def dataset_shape(data: DictConfig) -> dict[str, int]:
+    """``n_samples``, ``n_features`` and ``n_classes`` of a (checked) data section."""
+    return {key: dataset(data).size(data, key) for key in ("n_samples", "n_features",
+                                                          "n_classes")}
+
+
+def _validate_settings(d: DictConfig) -> None:
+    """The settings ``data.name``'s dataset takes hold allowed values; the others are null."""
+    chosen = dataset(d)
+    for key, rule in DATA_RULES.items():
+        value = d[key]
+        if key in chosen.settings:
+            _require(rule.ok(value), rule.key, value, rule.allowed)
+        else:
+            takes = ", ".join(f"data.{k}" for k in chosen.settings) or "no generator settings"
+            _require(value is None, rule.key, value,
+                     f"null: data.name={d.name} ({chosen.function}) takes {takes}")
+    if d.name == "classification":
+        used = d.n_informative + d.n_redundant
+        _require(used <= d.n_features, "data.n_informative + data.n_redundant", used,
+                 f"at most data.n_features={d.n_features}")
+        # make_classification puts 2 clusters per class on the corners of a hypercube
+        _require(2 * d.n_classes <= 2 ** d.n_informative, "data.n_informative",
+                 d.n_informative, f"enough informative features for {d.n_classes} classes of "
+                 f"2 clusters each: 2 * n_classes <= 2 ** n_informative")
+
+
 def memory_needed(cfg: DictConfig) -> dict[str, int]:
     """Rough bytes of a run's largest arrays, by the keys that size them."""
-    d, p = cfg.data, cfg.plot
-    widths = [*hidden_sizes(cfg.model.hidden_nodes), 2]  # make_moons: 2 classes
+    p, shape = cfg.plot, dataset_shape(cfg.data)
+    widths = [shape["n_features"], *hidden_sizes(cfg.model.hidden_nodes), shape["n_classes"]]
     frames = min(p.frames, cfg.train.epochs)
     return {
         # activations, errors and gradients of every layer, a few copies each
-        "data.n_samples x model.hidden_nodes": 8 * 6 * d.n_samples * sum(widths),
+        "data.n_samples x model.hidden_nodes": 8 * 6 * shape["n_samples"] * sum(widths),
         # per-epoch curves: Python floats, a DataFrame, MLflow's metric objects
         "train.epochs": 600 * cfg.train.epochs,
         # every frame's class probabilities on the grid
-        "plot.frames x plot.grid_size": 8 * 2 * frames * p.grid_size ** 2,
+        "plot.frames x plot.grid_size": 8 * shape["n_classes"] * frames * p.grid_size ** 2,
         # every frame's pixels, RGB and palette copies
         "plot.frames x plot.dpi": 5 * frames * round(p.width * p.dpi) * round(p.height * p.dpi),
     }
@@ -201,10 +247,14 @@ def _gib(n: int) -> str:
 
 def parameters(cfg: DictConfig) -> dict:
     """The resolved config without where it is tracked and where its files go (those are not
-    resolved at all: their interpolations cost more than the rest of a grid's checks)."""
-    return {k: OmegaConf.to_container(v, resolve=True, throw_on_missing=True)
-            if OmegaConf.is_config(v) else v
-            for k, v in cfg.items() if k not in NOT_PARAMETERS}
+    resolved at all: their interpolations cost more than the rest of a grid's checks), and
+    without the data settings its dataset does not take (null)."""
+    found = {k: OmegaConf.to_container(v, resolve=True, throw_on_missing=True)
+             if OmegaConf.is_config(v) else v
+             for k, v in cfg.items() if k not in NOT_PARAMETERS}
+    if isinstance(found.get("data"), dict):
+        found["data"] = {k: v for k, v in found["data"].items() if v is not None}
+    return found
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:
@@ -224,15 +274,21 @@ NAME_PARTS = {"train.epochs": "e", "train.reg_lambda": "reg", "train.batch_size"
 
 
 def run_name(cfg: DictConfig, baseline: DictConfig | None = None) -> str:
-    """``<activation>-h<hidden>-lr<learning_rate>`` (``tanh-h10-lr0.1``), then a part for each
-    key of :data:`NAME_PARTS` whose value differs from ``baseline`` (the default config), in
-    that order: ``tanh-h10-lr0.1-e500-s3``. ``tracking.run_name``, when set, wins."""
+    """``<activation>-h<hidden>-lr<learning_rate>`` (``tanh-h10-lr0.1``), after the dataset
+    unless it is moons (``circles-tanh-h10-lr0.5``), then a part for each key of
+    :data:`NAME_PARTS` whose value differs from ``baseline`` (the default config), in that
+    order: ``tanh-h10-lr0.1-e500-s3``. ``tracking.run_name``, when set, wins."""
     if cfg.tracking.run_name:
         return cfg.tracking.run_name
     hidden = "x".join(map(str, hidden_sizes(cfg.model.hidden_nodes)))
     name = f"{cfg.model.activation}-h{hidden}-lr{cfg.train.learning_rate:g}"
+    if cfg.data.name != DataConfig.name:
+        name = f"{cfg.data.name}-{name}"
     for key, part in NAME_PARTS.items():
         value = OmegaConf.select(cfg, key)
+        if key.startswith("data.") and (baseline is None or value is None
+                                        or cfg.data.name != baseline.data.name):
+            continue  # another dataset's settings are its own, not a variation
         if baseline is not None and value != OmegaConf.select(baseline, key):
             name += f"-{part}{value:g}" if isinstance(value, float) else f"-{part}{value}"
     return name

@@ -1,15 +1,21 @@
-"""Data stage: make_moons split into stratified train/validation/test samples."""
+"""Data stage: a scikit-learn dataset (made or shipped) split into stratified
+train/validation/test samples, standardised on the training split if the config says so."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import Any
 
 import numpy as np
-from sklearn.datasets import make_moons
+import sklearn.datasets
 from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
 
 from annlab.config import split_sizes
+from annlab.rules import DATASETS
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -24,20 +30,43 @@ def derive_seed(seed: int, stream: str) -> int:
 
 @dataclass(frozen=True)
 class Splits:
+    """The raw splits; with ``standardize``, the network sees every split through
+    :attr:`scaler`, fitted on the training split only (:meth:`inputs`, :meth:`scaled`)."""
+
     X_train: np.ndarray
     y_train: np.ndarray
     X_val: np.ndarray
     y_val: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
+    standardize: bool = False
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "standardize"}
+
+    @cached_property
+    def scaler(self) -> StandardScaler | None:
+        return StandardScaler().fit(self.X_train) if self.standardize else None
+
+    def inputs(self, X: np.ndarray) -> np.ndarray:
+        """Raw feature rows as the network takes them."""
+        return X if self.scaler is None else self.scaler.transform(X)
+
+    def scaled(self) -> Splits:
+        """The splits as the network sees them."""
+        if self.scaler is None:
+            return self
+        return Splits(*(self.inputs(a) if name.startswith("X") else a
+                        for name, a in self.arrays().items()))
 
     def digest(self) -> str:
-        """SHA-256 over every array's name, dtype, shape and bytes."""
+        """SHA-256 over every array's name, dtype, shape and bytes, and the scaler's mean and
+        scale when there is one."""
         h = hashlib.sha256()
-        for name, a in self.arrays().items():
+        arrays = self.arrays()
+        if self.scaler is not None:
+            arrays |= {"scaler_mean": self.scaler.mean_, "scaler_scale": self.scaler.scale_}
+        for name, a in arrays.items():
             h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
@@ -54,22 +83,39 @@ class Splits:
                 for context in self.by_context()}
 
     def save(self, path) -> None:
-        np.savez(path, **self.arrays())
+        np.savez(path, standardize=np.array(self.standardize), **self.arrays())
 
     @classmethod
     def load(cls, path) -> Splits:
         with np.load(path, allow_pickle=False) as f:
-            return cls(**{k: f[k] for k in f.files})
+            arrays = {k: f[k] for k in f.files if k != "standardize"}
+            return cls(**arrays, standardize=bool(f["standardize"]) if "standardize" in f
+                       else False)
 
 
-def make_splits(n_samples: int, noise: float, train_fraction: float, val_fraction: float,
-                seed: int) -> Splits:
-    """make_moons, then two stratified splits; the test split takes the remainder."""
-    n_train, n_val, n_test = split_sizes(n_samples, train_fraction, val_fraction)
+def generate(data: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of ``data.name``'s dataset: a generator given its settings and a seed, or the
+    shipped data as scikit-learn has it."""
+    chosen = DATASETS[data["name"]]
+    make = getattr(sklearn.datasets, chosen.function)
+    if not chosen.settings:
+        return make(return_X_y=True)
+    settings = {key: data[key] for key in chosen.settings}
+    if data["name"] == "blobs":
+        settings["centers"] = settings.pop("n_classes")
+    X, y = make(**settings, random_state=seed)
+    return X, y
+
+
+def make_splits(data: Mapping[str, Any], seed: int) -> Splits:
+    """The dataset of the config section ``data``, then two stratified splits; the test split
+    takes the remainder."""
     rng = derive_seed(seed, "data")
-    X, y = make_moons(n_samples=n_samples, noise=noise, random_state=rng)
+    X, y = generate(data, rng)
+    _, n_val, n_test = split_sizes(len(y), data["train_fraction"], data["val_fraction"])
     X_rest, X_test, y_rest, y_test = train_test_split(
         X, y, test_size=n_test, stratify=y, random_state=rng)
     X_train, X_val, y_train, y_val = train_test_split(
         X_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=rng)
-    return Splits(X_train, y_train, X_val, y_val, X_test, y_test)
+    return Splits(X_train, y_train, X_val, y_val, X_test, y_test,
+                  standardize=bool(data.get("standardize", False)))

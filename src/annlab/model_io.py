@@ -27,12 +27,22 @@ def features(X: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(X, columns=feature_names(X.shape[1]))
 
 
-def save_weights(model: NeuralNetClassifier, path: Path) -> Path:
+def save_weights(model: NeuralNetClassifier, path: Path, scaler=None) -> Path:
+    """The network's weights and, when its inputs are standardised, the fitted scaler's mean
+    and scale (so the saved model takes raw features)."""
     layers = {f"coef_{i}": W for i, W in enumerate(model.coefs_)}
     layers |= {f"intercept_{i}": b for i, b in enumerate(model.intercepts_)}
+    if scaler is not None:
+        layers |= {"scaler_mean": scaler.mean_, "scaler_scale": scaler.scale_}
     np.savez(path, activation=np.array(model.activation), classes=model.classes_,
              n_iter=np.array(model.n_iter_), **layers)
     return path
+
+
+def load_scaling(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, scale) of the scaler saved with the weights, or None when there is none."""
+    with np.load(path, allow_pickle=False) as f:
+        return (f["scaler_mean"], f["scaler_scale"]) if "scaler_mean" in f.files else None
 
 
 def load_weights(path: Path) -> NeuralNetClassifier:
@@ -53,8 +63,8 @@ class PyfuncModel:
     """What ``mlflow.pyfunc.load_model`` returns (MLflow has already checked the input
     against the model's signature: its columns and their types)."""
 
-    def __init__(self, model: NeuralNetClassifier):
-        self.model = model
+    def __init__(self, model: NeuralNetClassifier, scaling=None):
+        self.model, self.scaling = model, scaling
 
     def predict(self, model_input, params=None):
         method = (params or {}).get("predict_method", "predict")
@@ -68,6 +78,9 @@ class PyfuncModel:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(
             np.asarray(model_input), columns=columns)
         X = frame[columns].to_numpy(dtype=np.float64)
+        if self.scaling is not None:  # StandardScaler.transform's arithmetic
+            mean, scale = self.scaling
+            X = (X - mean) / scale
         if method == "predict_proba":
             return pd.DataFrame(self.model.predict_proba(X),
                                 columns=[f"p_{c}" for c in self.model.classes_])
@@ -76,4 +89,4 @@ class PyfuncModel:
 
 def _load_pyfunc(data_path: str) -> PyfuncModel:
     """Entry point named by the MLmodel file (``loader_module: annlab.model_io``)."""
-    return PyfuncModel(load_weights(Path(data_path)))
+    return PyfuncModel(load_weights(Path(data_path)), load_scaling(Path(data_path)))

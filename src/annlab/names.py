@@ -63,9 +63,11 @@ WEIGHTS_FILE = "data/weights.npz"  # inside the logged pyfunc model
 SWEEP_SUMMARY_FILE = "sweep_summary.csv"
 TRIALS_FILE = "trials.csv"
 REPORT_FILE = "reproduce/report.txt"
-# Each run's figures, by what they show: Figure 3 of the post, Figure 2 and its last frame.
+# Each run's figures, by what they show: Figure 3 of the post, Figure 2 and its last frame
+# (for data of more than two features, in the plane of their first two principal components),
+# and for such data the test split's confusion matrix.
 FIGURE_FILES = {"misclassification": "misclassification.png", "boundary": "boundary.gif",
-                "boundary_final": "boundary_final.png"}
+                "boundary_final": "boundary_final.png", "confusion": "confusion_matrix.png"}
 # ... and those also logged at the artifact root, the only level MLflow's Compare page lists.
 COMPARED_FIGURES = ("misclassification", "boundary_final")
 SWEEP_FIGURE_FILES = {"heatmaps": "val_misclassification_heatmaps.png",

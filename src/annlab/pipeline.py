@@ -13,20 +13,18 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from annlab import model_io, names, plots, provenance, tracking, training
+from annlab import config, model_io, names, plots, provenance, tracking, training
 from annlab.config import config_hash, flatten, run_name, validate
 from annlab.data import Splits, derive_seed, make_splits
 from annlab.model_io import save_weights
 from annlab.network import NeuralNetClassifier
 from annlab.rules import hidden_sizes
 
-DATASET = "make_moons"  # the MLflow dataset inputs' name: the generator
 SCORE_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # score -> its dataset
 
 
 def build_data(cfg: DictConfig) -> Splits:
-    d = cfg.data
-    return make_splits(d.n_samples, d.noise, d.train_fraction, d.val_fraction, seed=cfg.seed)
+    return make_splits(cfg.data, seed=cfg.seed)
 
 
 def build_model(cfg: DictConfig) -> NeuralNetClassifier:
@@ -37,10 +35,25 @@ def build_model(cfg: DictConfig) -> NeuralNetClassifier:
         random_state=derive_seed(cfg.seed, "model"))
 
 
+def boundary_plane(splits: Splits) -> plots.Plane:
+    """Two features: their own plane, in raw units. More: the plane of the first two principal
+    components of the training inputs (PCA fitted on the training split only)."""
+    if splits.X_train.shape[1] == 2:
+        return plots.Plane(splits.X_train, splits.inputs if splits.standardize else None)
+    from sklearn.decomposition import PCA
+
+    inputs = splits.inputs(splits.X_train)
+    pca = PCA(n_components=2, svd_solver="full").fit(inputs)
+    return plots.Plane(pca.transform(inputs), pca.inverse_transform,
+                       ("principal component 1 (PCA fitted on train)", "principal component 2"),
+                       "PCA plane   ")
+
+
 def make_figures(model: NeuralNetClassifier, snapshots, history, splits: Splits, cfg: DictConfig,
                  out_dir: Path) -> tuple[dict[str, Path], dict[int, Path]]:
-    """Figure 3 and Figure 2 (animation and last frame) into ``out_dir``, and ``image_steps``
-    of the animation's frames (epoch -> file) under ``out_dir/steps``."""
+    """Figure 3 and Figure 2 (animation and last frame; see :func:`boundary_plane`) into
+    ``out_dir``, the test split's confusion matrix when there are more than two features, and
+    ``image_steps`` of the animation's frames (epoch -> file) under ``out_dir/steps``."""
     p = cfg.plot
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "steps").mkdir(exist_ok=True)
@@ -49,9 +62,19 @@ def make_figures(model: NeuralNetClassifier, snapshots, history, splits: Splits,
              for epoch in training.spread((s.epoch for s in snapshots), p.image_steps)}
     size = {"width": p.width, "height": p.height, "dpi": p.dpi}
     plots.plot_misclassification(history, files["misclassification"], **size)
-    plots.render_boundary(snapshots, history, model.activation, splits.X_train, splits.y_train,
-                          model.classes_, files["boundary"], files["boundary_final"],
-                          grid_size=p.grid_size, fps=p.fps, step_paths=steps, **size)
+    plots.render_boundary(snapshots, history, model.activation, boundary_plane(splits),
+                          splits.y_train, model.classes_, files["boundary"],
+                          files["boundary_final"], grid_size=p.grid_size, fps=p.fps,
+                          step_paths=steps, **size)
+    if splits.X_train.shape[1] == 2:
+        del files["confusion"]
+    else:
+        from sklearn.metrics import confusion_matrix
+
+        matrix = confusion_matrix(splits.y_test, model.predict(splits.inputs(splits.X_test)),
+                                  labels=model.classes_)
+        plots.plot_confusion(matrix, model.classes_, files["confusion"],
+                             f"Confusion matrix, test split ({len(splits.y_test)} samples)", **size)
     return files, steps
 
 
@@ -89,14 +112,15 @@ def rebuild(cfg: DictConfig, out_dir: Path, stop=None) -> Outcome:
     outcome = Outcome(build_data(cfg), build_model(cfg))
     model, splits = outcome.model, outcome.splits
     try:
-        snapshots = training.train(model, splits,
+        seen = splits.scaled()  # what the network takes: raw rows or standardised ones
+        snapshots = training.train(model, seen,
                                    training.frame_epochs(cfg.train.epochs, cfg.plot.frames),
                                    stop)
         outcome.history = training.history_frame(model)
-        outcome.scores = training.evaluate(model, splits)
+        outcome.scores = training.evaluate(model, seen)
         outcome.figures, outcome.step_images = make_figures(
             model, snapshots, outcome.history, splits, cfg, out_dir / names.FIGURES_DIR)
-        outcome.weights = save_weights(model, out_dir / "weights.npz")
+        outcome.weights = save_weights(model, out_dir / "weights.npz", splits.scaler)
     except BaseException as err:
         outcome.history = training.history_frame(model)
         outcome.failure = err
@@ -148,11 +172,12 @@ def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
 
 def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path) -> None:
     """Everything the outcome holds (a failed one: its data and curves so far)."""
-    splits = outcome.splits
+    splits, dataset = outcome.splits, config.dataset(cfg.data).function
     run.set_tags({names.DATA_HASH: splits.digest()})
-    run.log_datasets(DATASET, splits.by_context(), splits.context_digests(),
-                     source={"generator": "sklearn.datasets.make_moons",
-                             **OmegaConf.to_container(cfg.data), "seed": cfg.seed})
+    settings = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if v is not None}
+    run.log_datasets(dataset, splits.by_context(), splits.context_digests(),
+                     source={"function": f"sklearn.datasets.{dataset}", **settings,
+                             "seed": cfg.seed})
     splits.save(out_dir / names.SPLITS_FILE)
     run.log_artifact(out_dir / names.SPLITS_FILE, names.DATA_DIR)
     # The objective first: the UI's Compare page plots the first metric logged by default.
@@ -176,25 +201,29 @@ def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path)
     metrics.append(tracking.ModelMetric("val_misclassification", val.iloc[-1], "validation",
                                         int(val.index[-1]), logged_at))
     run.log_model(outcome.weights, model_io.features(splits.X_train),
-                  outcome.model.predict(splits.X_train), metrics, DATASET,
+                  outcome.model.predict(splits.inputs(splits.X_train)), metrics, dataset,
                   splits.context_digests())
 
 
 def describe(cfg: DictConfig, run_id: str, outcome: Outcome) -> str:
     """The run's description (markdown): what it is, its settings, how it ended, and the
     command that reproduces it."""
-    d, t = cfg.data, cfg.train
-    layers = "-".join(map(str, (2, *hidden_sizes(cfg.model.hidden_nodes), 2)))
+    d, t, shape = cfg.data, cfg.train, config.dataset_shape(cfg.data)
+    layers = "-".join(map(str, (shape["n_features"], *hidden_sizes(cfg.model.hidden_nodes),
+                                shape["n_classes"])))
     n_train, n_val, n_test = (len(y) for _, y in outcome.splits.by_context().values())
     batch = "full-batch" if t.batch_size is None else f"mini-batch ({t.batch_size})"
+    settings = ", ".join(f"{key} {d[key]:g}" for key in config.dataset(d).settings
+                         if key != "n_samples")
     lines = [
         f"A {layers} network ({cfg.model.activation} hidden layers, softmax output) trained by "
-        f"{batch} gradient descent on scikit-learn's make_moons.", "",
+        f"{batch} gradient descent on scikit-learn's {config.dataset(d).function}"
+        f"{', standardised on the training split' if d.standardize else ''}.", "",
         "| setting | value |", "| --- | --- |",
         f"| learning rate | {t.learning_rate:g} |", f"| L2 (reg_lambda) | {t.reg_lambda:g} |",
         f"| epochs | {t.epochs} |",
-        f"| data | {d.n_samples} samples, noise {d.noise:g}: {n_train}/{n_val}/{n_test} "
-        "train/validation/test |", f"| seed | {cfg.seed} |", ""]
+        f"| data | {shape['n_samples']} samples{', ' + settings if settings else ''}: "
+        f"{n_train}/{n_val}/{n_test} train/validation/test |", f"| seed | {cfg.seed} |", ""]
     if cfg.tracking.sweep:
         lines += [f"One configuration of the sweep `{cfg.tracking.sweep}`.", ""]
     if cfg.get("tune") is not None and cfg.tune.trial is not None:

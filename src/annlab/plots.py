@@ -14,7 +14,8 @@ only the titles are quantised per frame.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,35 @@ def plot_misclassification(history: pd.DataFrame, path: Path, width: float, heig
     return path
 
 
+def plot_confusion(matrix: np.ndarray, classes, path: Path, title: str, width: float,
+                   height: float, dpi: int) -> Path:
+    """A confusion matrix: true class by row, predicted by column, each cell its count."""
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    ax = fig.add_subplot()
+    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.max()), 1))
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center",
+                color="white" if count > matrix.max() / 2 else "black")
+    ticks = range(len(classes))
+    ax.set(xticks=ticks, yticks=ticks, xticklabels=classes, yticklabels=classes,
+           xlabel="predicted class", ylabel="true class", title=title)
+    fig.tight_layout()
+    fig.savefig(path, metadata=PNG_METADATA)
+    return path
+
+
+@dataclass(frozen=True)
+class Plane:
+    """The plane Figure 2 draws: the training points' coordinates in it, the map from its
+    points to the network's inputs (None: they are the inputs), its axis labels and what the
+    frames' titles say first."""
+
+    points: np.ndarray
+    to_inputs: Callable[[np.ndarray], np.ndarray] | None = None
+    labels: tuple[str, str] = ("$x_1$", "$x_2$")
+    title: str = ""
+
+
 def plot_extent(X: np.ndarray, margin: float = 0.5) -> tuple[float, float, float, float]:
     """(xmin, xmax, ymin, ymax) around the data."""
     lo, hi = X.min(axis=0) - margin, X.max(axis=0) + margin
@@ -61,8 +91,9 @@ def plot_extent(X: np.ndarray, margin: float = 0.5) -> tuple[float, float, float
 
 
 def probability_grids(snapshots: list[Snapshot], activation: str, extent, grid_size: int,
-                      dtype=np.float64) -> np.ndarray:
-    """Class probabilities on a grid_size^2 grid for every snapshot: (frames, gy, gx, K).
+                      dtype=np.float64, to_inputs=None) -> np.ndarray:
+    """Class probabilities on a grid_size^2 grid for every snapshot: (frames, gy, gx, K);
+    ``to_inputs`` maps the grid's points to the network's inputs (see :class:`Plane`).
 
     Row 0 is the top of the plot (largest y), as in an image. Frames are evaluated together,
     stacked weights through :func:`annlab.network.forward`, in chunks of bounded memory; each
@@ -73,7 +104,8 @@ def probability_grids(snapshots: list[Snapshot], activation: str, extent, grid_s
     xmin, xmax, ymin, ymax = extent
     centres = (np.arange(grid_size) + 0.5) / grid_size
     xs, ys = xmin + centres * (xmax - xmin), ymax - centres * (ymax - ymin)
-    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2).astype(dtype)
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    grid = (grid if to_inputs is None else to_inputs(grid)).astype(dtype)
     width = max(W.shape[1] for W in snapshots[0].coefs)
     chunk = max(1, MAX_CHUNK_ELEMENTS // (len(grid) * width))
     probs = np.empty((len(snapshots), snapshots[0].coefs[-1].shape[1], len(grid)), dtype)
@@ -91,7 +123,7 @@ class BoundaryRenderer:
     """Draws frames of Figure 2 over one static matplotlib layer (axes, labels, points)."""
 
     def __init__(self, X: np.ndarray, y: np.ndarray, classes: np.ndarray, extent, width: float,
-                 height: float, dpi: int):
+                 height: float, dpi: int, labels: tuple[str, str] = Plane.labels):
         self.extent = extent
         fig = Figure(figsize=(width, height), dpi=dpi)
         fig.patch.set_alpha(0.0)
@@ -101,7 +133,7 @@ class BoundaryRenderer:
             pts = X[y == label]
             ax.scatter(pts[:, 0], pts[:, 1], s=14, color=CLASS_COLORS[k], edgecolors="black",
                        linewidths=0.4, label=f"class {label}")
-        ax.set(xlim=extent[:2], ylim=extent[2:], xlabel="$x_1$", ylabel="$x_2$")
+        ax.set(xlim=extent[:2], ylim=extent[2:], xlabel=labels[0], ylabel=labels[1])
         ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
         fig.subplots_adjust(left=0.12, right=0.96, bottom=0.12, top=0.9)
         canvas = FigureCanvasAgg(fig)
@@ -215,23 +247,25 @@ class BoundaryRenderer:
 
 
 def render_boundary(snapshots: list[Snapshot], history: pd.DataFrame, activation: str,
-                    X: np.ndarray, y: np.ndarray, classes: np.ndarray, gif_path: Path,
+                    plane: Plane, y: np.ndarray, classes: np.ndarray, gif_path: Path,
                     final_path: Path, *, grid_size: int, fps: float, width: float,
                     height: float, dpi: int, step_paths: Mapping[int, Path] | None = None
                     ) -> tuple[Path, Path]:
-    """Figure 2: the training sample over the shaded class regions, animated over epochs.
+    """Figure 2: the training sample over the shaded class regions in ``plane``, animated
+    over epochs.
 
     ``step_paths`` (epoch -> path) also saves those epochs' frames as PNG files.
     """
-    extent = plot_extent(X)
-    renderer = BoundaryRenderer(X, y, classes, extent, width, height, dpi)
+    extent = plot_extent(plane.points)
+    renderer = BoundaryRenderer(plane.points, y, classes, extent, width, height, dpi,
+                                plane.labels)
     last = history.index[-1]
-    titles = [f"epoch {s.epoch}/{last}   training score "
+    titles = [f"{plane.title}epoch {s.epoch}/{last}   training score "
               f"{1 - history.at[s.epoch, 'train_misclassification']:.3f}" for s in snapshots]
 
     def codes(part: list[Snapshot]) -> np.ndarray:  # float32: what the upsampling takes
         return renderer.codes(probability_grids(part, activation, extent, grid_size,
-                                                np.float32))
+                                                np.float32, plane.to_inputs))
 
     ends = codes([snapshots[0], snapshots[-1]])
     first, final = renderer.frame(ends[0], titles[0]), renderer.frame(ends[1], titles[-1])

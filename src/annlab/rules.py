@@ -62,6 +62,38 @@ MAX_EPOCHS = 1_000_000
 MAX_FRAMES, MAX_GRID, MAX_DPI, MAX_INCHES = 1_000, 1_000, 600, 50
 
 
+@dataclass(frozen=True)
+class Dataset:
+    """A choice of ``conf/data/``: scikit-learn's function that makes or loads it, the
+    ``data.*`` settings it takes (every other setting must be null), and its shape: a number,
+    or the setting that gives it."""
+
+    function: str  # in sklearn.datasets; also the name of the run's MLflow dataset inputs
+    settings: tuple[str, ...]
+    n_features: int | str
+    n_classes: int | str
+    n_samples: int | str = "n_samples"
+
+    def size(self, data: Any, key: str) -> int:
+        """``n_features``, ``n_classes`` or ``n_samples`` of the config section ``data``."""
+        value = getattr(self, key)
+        return value if isinstance(value, int) else data[value]
+
+
+MAX_CLASSES = 6  # one colour each in the figures
+DATASETS = {
+    "moons": Dataset("make_moons", ("n_samples", "noise"), 2, 2),
+    "circles": Dataset("make_circles", ("n_samples", "noise", "factor"), 2, 2),
+    "blobs": Dataset("make_blobs", ("n_samples", "n_features", "n_classes", "cluster_std"),
+                     "n_features", "n_classes"),
+    "classification": Dataset("make_classification", (
+        "n_samples", "n_features", "n_informative", "n_redundant", "n_classes", "class_sep"),
+        "n_features", "n_classes"),
+    "iris": Dataset("load_iris", (), 4, 3, 150),
+    "wine": Dataset("load_wine", (), 13, 3, 178),
+    "breast_cancer": Dataset("load_breast_cancer", (), 30, 2, 569),
+}
+
 # Checked in this order; the first broken rule is reported.
 RULES = (
     Rule("seed", None, lambda v: is_int(v) and v >= 0, "an integer >= 0"),
@@ -75,8 +107,7 @@ RULES = (
     Rule("train.epochs", "epochs", _int_in(1, MAX_EPOCHS), f"an integer from 1 to {MAX_EPOCHS:,}"),
     Rule("train.batch_size", "batch_size", lambda v: v is None or (is_int(v) and v >= 1),
          "null (full batch) or an integer >= 1"),
-    Rule("data.n_samples", None, _int_in(1, MAX_SAMPLES), f"an integer up to {MAX_SAMPLES:,}"),
-    Rule("data.noise", None, lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    Rule("data.name", None, lambda v: v in DATASETS, " | ".join(DATASETS)),
     *(Rule(f"data.{split}_fraction", None, lambda v: is_number(v) and 0 < v < 1,
            "a fraction strictly between 0 and 1") for split in ("train", "val", "test")),
     Rule("plot.frames", None, _int_in(1, MAX_FRAMES), f"an integer from 1 to {MAX_FRAMES:,}"),
@@ -89,3 +120,20 @@ RULES = (
            f"a number of inches > 0, up to {MAX_INCHES}") for key in ("width", "height")),
 )
 ESTIMATOR_RULES = {rule.param: rule for rule in RULES if rule.param}
+
+
+# What each generator setting may hold, when its dataset takes it.
+DATA_RULES = {rule.key.removeprefix("data."): rule for rule in (
+    Rule("data.n_samples", None, _int_in(1, MAX_SAMPLES), f"an integer up to {MAX_SAMPLES:,}"),
+    Rule("data.noise", None, lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    Rule("data.factor", None, lambda v: is_number(v) and 0 < v < 1,
+         "a number strictly between 0 and 1 (the inner circle's radius over the outer's)"),
+    Rule("data.n_features", None, _int_in(2, MAX_WIDTH), f"an integer from 2 to {MAX_WIDTH:,}"),
+    Rule("data.n_classes", None, _int_in(2, MAX_CLASSES),
+         f"an integer from 2 to {MAX_CLASSES}"),
+    Rule("data.cluster_std", None, lambda v: is_number(v) and v > 0, "a number > 0"),
+    Rule("data.n_informative", None, _int_in(1, MAX_WIDTH),
+         f"an integer from 1 to {MAX_WIDTH:,}"),
+    Rule("data.n_redundant", None, _int_in(0, MAX_WIDTH), f"an integer from 0 to {MAX_WIDTH:,}"),
+    Rule("data.class_sep", None, lambda v: is_number(v) and v > 0, "a number > 0"),
+)}

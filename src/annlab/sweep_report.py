@@ -22,6 +22,7 @@ from annlab.names import Status
 from annlab.tracking import Record
 
 AXES = ("model.activation", "model.hidden_nodes", "train.learning_rate")  # the heatmaps' axes
+DATASET = "data.name"  # a grid over datasets (data=moons,circles) gets a panel per dataset too
 SCORES = ("val_misclassification", "val_accuracy", "train_accuracy", "test_accuracy")
 TAIL = ("status", "run_name", "failure", "run_id", "config_hash")
 
@@ -44,7 +45,7 @@ def summary_table(runs: list[Record], grid: dict[str, str], keys: list[str]) -> 
     Columns: the swept ``keys`` first, then the scores, then status, names and ids. Rows:
     best validation score first.
     """
-    keys = list(dict.fromkeys([*AXES, *keys]))
+    keys = list(dict.fromkeys([DATASET, *AXES, *keys]))
     rows = []
     for chash, name in grid.items():
         attempts = sorted((r for r in runs if r.config_hash == chash),
@@ -79,14 +80,29 @@ def value_order(values, given: list[str] | None = None) -> list:
                                                         order_key(v)))
 
 
+def _given(swept: dict[str, list[str]], key: str) -> list[str] | None:
+    """A key's values as the grid gave them; datasets are swept as the group ``data``."""
+    return swept.get(key) or (swept.get("data") if key == DATASET else None)
+
+
 def grid_order(table: pd.DataFrame, swept: dict[str, list[str]] | None = None) -> pd.DataFrame:
-    """The table's rows in the grid's order (activation, hidden nodes, learning rate)."""
-    swept = swept or {}
-    ranks = {key: {v: i for i, v in enumerate(value_order(table[key], swept.get(key)))}
-             for key in AXES}
+    """The table's rows in the grid's order (dataset, activation, hidden nodes, learning
+    rate)."""
+    swept, keys = swept or {}, [k for k in (DATASET, *AXES) if k in table]
+    ranks = {key: {v: i for i, v in enumerate(value_order(table[key], _given(swept, key)))}
+             for key in keys}
     order = sorted(range(len(table)), key=lambda i: tuple(
-        ranks[key][table[key].iloc[i]] for key in AXES))
+        ranks[key][table[key].iloc[i]] for key in keys))
     return table.iloc[order]
+
+
+def panels(table: pd.DataFrame) -> list[str]:
+    """Each row's panel in the figures: its activation, after its dataset when the grid has
+    several (``circles tanh``)."""
+    acts = table[AXES[0]].astype(str)
+    if DATASET in table and table[DATASET].nunique() > 1:
+        return list(table[DATASET].astype(str) + " " + acts)
+    return list(acts)
 
 
 def plot_heatmaps(table: pd.DataFrame, path: Path, swept: dict[str, list[str]]) -> Path:
@@ -97,10 +113,12 @@ def plot_heatmaps(table: pd.DataFrame, path: Path, swept: dict[str, list[str]]) 
 
     from annlab.plots import PNG_METADATA
 
-    ran = table.dropna(subset=list(AXES))
-    acts, hidden, rates = (value_order(ran[key], swept.get(key)) for key in AXES)
+    ran = grid_order(table.dropna(subset=list(AXES)), swept)
+    hidden, rates = (value_order(ran[key], swept.get(key)) for key in AXES[1:])
+    ran = ran.assign(_panel=panels(ran))
+    acts = list(dict.fromkeys(ran["_panel"]))  # panels, in the grid's order
     others = [k for k in table.columns[:list(table.columns).index(SCORES[0])]
-              if k not in AXES and table[k].nunique() > 1]
+              if k not in (*AXES, DATASET) and table[k].nunique() > 1]
     panel_w, panel_h = 1.2 + 0.75 * max(len(rates), 2), 1.3 + 0.45 * max(len(hidden), 2)
     fig = Figure(figsize=(panel_w * max(len(acts), 1) + 1.3, panel_h + 0.4), dpi=90,
                  layout="constrained")
@@ -110,7 +128,7 @@ def plot_heatmaps(table: pd.DataFrame, path: Path, swept: dict[str, list[str]]) 
         axes[0].text(0.5, 0.5, "no configuration ran", ha="center", va="center")
     for ax, act in zip(axes, acts):
         cells = np.full((len(hidden), len(rates)), np.nan)
-        for (h, lr), group in ran[ran["model.activation"] == act].groupby(
+        for (h, lr), group in ran[ran["_panel"] == act].groupby(
                 ["model.hidden_nodes", "train.learning_rate"]):
             cells[hidden.index(h), rates.index(lr)] = group["val_misclassification"].min()
         image = ax.imshow(cells, cmap="viridis_r", vmin=0, vmax=0.5, origin="lower",
@@ -131,23 +149,24 @@ def plot_heatmaps(table: pd.DataFrame, path: Path, swept: dict[str, list[str]]) 
     return path
 
 
-def plot_curves(curves: dict[str, pd.Series], panels: dict[str, str], path: Path) -> Path:
+def plot_curves(curves: dict[str, pd.Series], panel_of: dict[str, str], path: Path) -> Path:
     """Every child's validation misclassification per epoch, one panel per activation
-    (``panels``: run name -> its panel), each panel's lines named below it."""
+    (``panel_of``: run name -> its panel), each panel's lines named below it."""
     from matplotlib.figure import Figure
 
     from annlab.plots import PNG_METADATA
 
     names_by_panel: dict[str, list[str]] = {}
     for name in curves:
-        names_by_panel.setdefault(panels[name], []).append(name)
+        names_by_panel.setdefault(panel_of[name], []).append(name)
     shared = set.intersection(*(set(name.split("-")) for name in curves)) if curves else set()
     n = max(len(names_by_panel), 1)
     fig = Figure(figsize=(4.2 * n + 0.6, 5.6), dpi=90, layout="constrained")
     axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
     for ax, (panel, run_names) in zip(axes, names_by_panel.items()):
         for name in run_names:  # labelled by what sets it apart in its panel: h2 lr0.05
-            label = " ".join(p for p in name.split("-") if p not in shared and p != panel)
+            label = " ".join(p for p in name.split("-")
+                             if p not in shared and p not in panel.split())
             ax.plot(curves[name].index, curves[name].values, lw=1.2, label=label or name)
         ax.set(xlabel="epoch", title=panel, ylim=(0, None))
         ax.grid(alpha=0.3)
@@ -224,8 +243,8 @@ def write(experiment: tracking.Experiment, parent: tracking.Run, parent_name: st
     figures = [plot_heatmaps(table, out / names.SWEEP_FIGURE_FILES["heatmaps"], swept)]
     curves = {r.run_name: _val_curve(tracking.Run(store, r.run_id), results.get(r.run_id))
               for r in in_order.itertuples()}
-    panels = dict(zip(in_order["run_name"], in_order[AXES[0]]))
-    figures.append(plot_curves(curves, panels, out / names.SWEEP_FIGURE_FILES["curves"]))
+    figures.append(plot_curves(curves, dict(zip(in_order["run_name"], panels(in_order))),
+                               out / names.SWEEP_FIGURE_FILES["curves"]))
     with tempfile.TemporaryDirectory() as tmp:
         finals = {r.run_name: _final_boundary(tracking.Run(store, r.run_id),
                                               results.get(r.run_id), Path(tmp) / r.run_id)

@@ -68,7 +68,13 @@ def test_the_champion_served_answers_as_the_estimator_and_refuses_bad_requests(
     assert registered.champion == registered.version
     run = tracking.Run(tracking.connect(store_uri), result.run_id)
     estimator = load_weights(run.download_model_file(names.WEIGHTS_FILE, tmp_path / "w"))
-    X = build_data(cfg).X_test
+    splits = build_data(cfg)
+    X = splits.X_test  # raw features: the served model standardises them as in training
+    assert splits.standardize
+
+    def predicted(rows):
+        return estimator.predict(splits.inputs(rows)).tolist()
+
     proc, base, curl = serve(store_uri, "--model", registered.name)
     try:
         assert curl.startswith(f"curl -s {base}/invocations")
@@ -77,13 +83,12 @@ def test_the_champion_served_answers_as_the_estimator_and_refuses_bad_requests(
         rows = {"dataframe_split": {"columns": ["x1", "x2"], "data": X.tolist()}}
         answer = post(base, rows)
         assert answer.status_code == 200
-        assert answer.json()["predictions"] == estimator.predict(X).tolist()
+        assert answer.json()["predictions"] == predicted(X)
         proba = post(base, {**rows, "params": {"predict_method": "predict_proba"}}).json()
         np.testing.assert_allclose([[p["p_0"], p["p_1"]] for p in proba["predictions"]],
-                                   estimator.predict_proba(X), rtol=1e-12)
+                                   estimator.predict_proba(splits.inputs(X)), rtol=1e-12)
         csv = "x1,x2\n" + "\n".join(f"{a},{b}" for a, b in X[:3])
-        assert post(base, csv, "text/csv").json()["predictions"] == \
-            estimator.predict(X[:3]).tolist()
+        assert post(base, csv, "text/csv").json()["predictions"] == predicted(X[:3])
         for bad in ({"dataframe_split": {"columns": ["x1"], "data": [[0.5]]}},  # a column short
                     {"dataframe_split": {"columns": ["x1", "x2"], "data": [["a", 0.5]]}},
                     {"inputs": [1.0, 2.0, 3.0]},  # a shape with no columns

@@ -51,7 +51,7 @@ def _study(tmp_path, name="s"):
 
 
 def test_a_study_prunes_from_the_curves_and_records_every_trial(tmp_path):
-    out = _tune(tmp_path, "tune.n_trials=8", "tune.seed=3")
+    out = _tune(tmp_path, "tune.n_trials=8", "tune.seed=4")  # 5 complete, 3 pruned
     assert out.returncode == 0, out.stderr
     client, (parent,), trials = _runs(tmp_path)
     assert len(trials) == 8 and parent.info.status == "FINISHED"

@@ -11,7 +11,8 @@ from annlab.network import NeuralNetClassifier
 
 @pytest.fixture(scope="module")
 def trained():
-    splits = make_splits(200, 0.2, 0.6, 0.2, seed=0)
+    splits = make_splits({"name": "moons", "n_samples": 200, "noise": 0.2, "train_fraction": 0.6,
+                          "val_fraction": 0.2}, seed=0)
     model = NeuralNetClassifier(hidden_nodes=5, epochs=40, random_state=0)
     snapshots = training.train(model, splits, training.frame_epochs(40, 6))
     return model, splits, snapshots, training.history_frame(model)
@@ -20,9 +21,9 @@ def trained():
 def _render(trained, out):
     model, splits, snapshots, history = trained
     plots.plot_misclassification(history, out / "m.png", 4, 3, 50)
-    plots.render_boundary(snapshots, history, model.activation, splits.X_train, splits.y_train,
-                          model.classes_, out / "b.gif", out / "b.png", grid_size=30, fps=5,
-                          width=4, height=3, dpi=50)
+    plots.render_boundary(snapshots, history, model.activation, plots.Plane(splits.X_train),
+                          splits.y_train, model.classes_, out / "b.gif", out / "b.png",
+                          grid_size=30, fps=5, width=4, height=3, dpi=50)
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
 
@@ -64,9 +65,10 @@ def test_step_images_are_the_animations_frames_at_their_epochs(trained, tmp_path
     model, splits, snapshots, history = trained
     epochs = [s.epoch for s in snapshots]
     steps = {epochs[1]: tmp_path / "early.png", epochs[4]: tmp_path / "late.png"}
-    plots.render_boundary(snapshots, history, model.activation, splits.X_train, splits.y_train,
-                          model.classes_, tmp_path / "b.gif", tmp_path / "b.png", grid_size=30,
-                          fps=5, width=4, height=3, dpi=50, step_paths=steps)
+    plots.render_boundary(snapshots, history, model.activation, plots.Plane(splits.X_train),
+                          splits.y_train, model.classes_, tmp_path / "b.gif",
+                          tmp_path / "b.png", grid_size=30, fps=5, width=4, height=3, dpi=50,
+                          step_paths=steps)
     frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(
         Image.open(tmp_path / "b.gif"))]
     for index, epoch in ((1, epochs[1]), (4, epochs[4])):

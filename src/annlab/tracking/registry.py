@@ -38,12 +38,14 @@ class Registered:
                 f"{self.score:g}): {'the' if moved else 'not the'} champion"
                 + ("" if moved else f" (version {self.champion} is, with "
                    f"{self.champion_score:g}; a tie keeps it)")
-                + f"; serve it with `make serve{'' if moved else f' RUN_ID={self.run_id}'}`")
+                + "; serve it with `make serve "
+                + (f"MODEL={self.name}`" if moved else f"RUN_ID={self.run_id}`"))
 
 
 def model_name(experiment: str, dataset: str) -> str:
-    """The registered model a run's model goes to: ``annlab-moons`` for ``make_moons``."""
-    return f"{experiment}-{dataset.removeprefix('make_')}"
+    """The registered model a run's model goes to: ``annlab-moons`` for ``make_moons``,
+    ``annlab-iris`` for ``load_iris``."""
+    return f"{experiment}-{dataset.removeprefix('make_').removeprefix('load_')}"
 
 
 def register(store: Store, run_id: str) -> Registered:
