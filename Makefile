@@ -82,7 +82,7 @@ cluster-worker: $(STAMP)  ## a Ray worker node joining RAY_ADDRESS=<head>:6379 (
 	$(PY) -m pipelines.cluster worker --address "$(RAY_ADDRESS)" --node-ip "$(call cli,NODE_IP,127.0.0.1)"
 
 test: $(STAMP)  ## the whole suite, tests/unit/ and tests/e2e/: what CI runs
-	$(PY) -m pytest -n 2 tests $(ARGS)
+	$(PY) -m pytest -n 2 --dist worksteal tests $(ARGS)
 
 test-fast: $(STAMP)  ## tests/unit/ only (no subprocess, server or CLI), under a minute
 	$(PY) -m pytest -n 2 tests/unit $(ARGS)

@@ -103,7 +103,7 @@ def test_a_pruned_trial_reproduces(tmp_path):
 
 
 def test_a_study_resumes_after_sigterm_without_counting_a_trial_twice(tmp_path, sigterm_when):
-    proc = _tune(tmp_path, "tune.n_trials=4", "train.epochs=2000", "tune.pruner.name=median",
+    proc = _tune(tmp_path, "tune.n_trials=3", "train.epochs=2000", "tune.pruner.name=median",
                  "tune.pruner.startup_trials=100", popen=True)  # nothing pruned: slow trials
     stderr = sigterm_when(proc, lambda: len(_runs(tmp_path)[2]) >= 2, timeout=240)[1]
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
@@ -116,15 +116,15 @@ def test_a_study_resumes_after_sigterm_without_counting_a_trial_twice(tmp_path, 
     (waiting,) = [t for t in study.trials if t.state.name == "WAITING"]  # asked again...
     assert waiting.params == failed.params  # ... with the same values
 
-    out = _tune(tmp_path, "tune.n_trials=4", "train.epochs=2000", "tune.pruner.name=median",
+    out = _tune(tmp_path, "tune.n_trials=3", "train.epochs=2000", "tune.pruner.name=median",
                 "tune.pruner.startup_trials=100")
     assert out.returncode == 0, out.stderr
     states = [t.state.name for t in _study(tmp_path).trials]
-    assert states.count("COMPLETE") + states.count("PRUNED") == 4
+    assert states.count("COMPLETE") + states.count("PRUNED") == 3
     _, (parent,), trials = _runs(tmp_path)
     assert parent.info.status == "FINISHED"
     finished = [t for t in trials if t.info.status == "FINISHED"]
-    assert len(finished) == 4
+    assert len(finished) == 3
     (rerun,) = [t for t in _study(tmp_path).trials if t.number == waiting.number]
     assert rerun.state.name == "COMPLETE" and rerun.params == failed.params  # run, once
     assert str(rerun.number) in {t.data.tags["annlab.trial"] for t in finished}
