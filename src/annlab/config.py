@@ -253,8 +253,15 @@ def parameters(cfg: DictConfig) -> dict:
              if OmegaConf.is_config(v) else v
              for k, v in cfg.items() if k not in NOT_PARAMETERS}
     if isinstance(found.get("data"), dict):
-        found["data"] = {k: v for k, v in found["data"].items() if v is not None}
+        found["data"] = data_settings(found["data"])
     return found
+
+
+def data_settings(data) -> dict[str, Any]:
+    """A data section (a DictConfig or its dict) without the settings its dataset does not
+    take (null)."""
+    plain = OmegaConf.to_container(data) if OmegaConf.is_config(data) else data
+    return {k: v for k, v in plain.items() if v is not None}
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:

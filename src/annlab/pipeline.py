@@ -174,10 +174,9 @@ def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path)
     """Everything the outcome holds (a failed one: its data and curves so far)."""
     splits, dataset = outcome.splits, config.dataset(cfg.data).function
     run.set_tags({names.DATA_HASH: splits.digest()})
-    settings = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if v is not None}
     run.log_datasets(dataset, splits.by_context(), splits.context_digests(),
-                     source={"function": f"sklearn.datasets.{dataset}", **settings,
-                             "seed": cfg.seed})
+                     source={"function": f"sklearn.datasets.{dataset}",
+                             **config.data_settings(cfg.data), "seed": cfg.seed})
     splits.save(out_dir / names.SPLITS_FILE)
     run.log_artifact(out_dir / names.SPLITS_FILE, names.DATA_DIR)
     # The objective first: the UI's Compare page plots the first metric logged by default.
@@ -209,15 +208,15 @@ def describe(cfg: DictConfig, run_id: str, outcome: Outcome) -> str:
     """The run's description (markdown): what it is, its settings, how it ended, and the
     command that reproduces it."""
     d, t, shape = cfg.data, cfg.train, config.dataset_shape(cfg.data)
+    chosen = config.dataset(d)
     layers = "-".join(map(str, (shape["n_features"], *hidden_sizes(cfg.model.hidden_nodes),
                                 shape["n_classes"])))
     n_train, n_val, n_test = (len(y) for _, y in outcome.splits.by_context().values())
     batch = "full-batch" if t.batch_size is None else f"mini-batch ({t.batch_size})"
-    settings = ", ".join(f"{key} {d[key]:g}" for key in config.dataset(d).settings
-                         if key != "n_samples")
+    settings = ", ".join(f"{key} {d[key]:g}" for key in chosen.settings if key != "n_samples")
     lines = [
         f"A {layers} network ({cfg.model.activation} hidden layers, softmax output) trained by "
-        f"{batch} gradient descent on scikit-learn's {config.dataset(d).function}"
+        f"{batch} gradient descent on scikit-learn's {chosen.function}"
         f"{', standardised on the training split' if d.standardize else ''}.", "",
         "| setting | value |", "| --- | --- |",
         f"| learning rate | {t.learning_rate:g} |", f"| L2 (reg_lambda) | {t.reg_lambda:g} |",
