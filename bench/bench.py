@@ -11,6 +11,7 @@ the grid and random search, in process; it writes docs/tuning_benchmark.png.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -22,11 +23,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from annlab import plots, training
 from annlab.data import Splits, make_splits
 from annlab.network import NeuralNetClassifier
+from annlab.spec import RunSpec
 
 ROWS: list[tuple[str, str, str, str, str]] = []  # benchmark, annlab, baseline, value, target
 REPO = Path(__file__).resolve().parents[1]
@@ -62,10 +63,20 @@ def report(name: str, ours: float, baseline: float, target: float | None,
                  "(reported)" if target is None else f"<= {target} {verdict}"))
 
 
-def _moons(noise: float) -> dict:
-    """The default data section (raw coordinates) at ``noise``."""
-    return {"name": "moons", "n_samples": 1000, "noise": noise, "train_fraction": 0.6,
-            "val_fraction": 0.2}
+def _spec(*overrides: str):
+    """The default config with ``overrides``, resolved."""
+    from hydra import compose, initialize_config_dir
+
+    import pipelines  # noqa: F401  (registers the config schema)
+    from annlab.spec import resolve
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return resolve(compose(config_name="config", overrides=list(overrides)))
+
+
+def _moons(noise: float):
+    """The default data (raw coordinates) at ``noise``."""
+    return _spec(f"data.noise={noise}", "data.standardize=false").data
 
 
 def bench_fit() -> None:
@@ -535,9 +546,9 @@ def picked(records: list[Trial]) -> float:
 
 @dataclass
 class SearchSetup:
-    base: DictConfig  # the `make tune` config
+    base: RunSpec  # the `make tune` config
     splits: Splits
-    grid: list[list[str]]  # the default sweep's points (overrides), in grid order
+    grid: list[dict]  # the default sweep's points (dotted key -> value), in grid order
     one_point: float  # one validation sample's share of the misclassification
 
 
@@ -546,24 +557,31 @@ def _search_setup() -> SearchSetup:
 
     import pipelines  # noqa: F401  (registers the config schema)
     from annlab.pipeline import build_data
+    from annlab.spec import resolve
     from hydra_plugins.annlab_sweeper._compose import expand
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        base = compose(config_name="config", overrides=["tune=default"])
+        base = resolve(compose(config_name="config", overrides=["tune=default"]))
         sweep = compose(config_name="config", overrides=["sweep=default"],
                         return_hydra_config=True)
-    grid, _ = expand([f"{k}={v}" for k, v in sweep.hydra.sweeper.params.items()])
+    grid = [dict(o.split("=", 1) for o in point) for point in expand(
+        [f"{k}={v}" for k, v in sweep.hydra.sweeper.params.items()])[0]]
     splits = build_data(base).scaled()  # what the network sees, as in annlab.pipeline.rebuild
     return SearchSetup(base, splits, grid, 1 / len(splits.y_val))
 
 
-def _fit(setup: SearchSetup, overrides: list[str], objective: str = "val_misclassification",
+def _fit(setup: SearchSetup, values: dict, objective: str = "val_misclassification",
          stop=None) -> Trial:
-    """One config trained as its job trains it (``stop``: its pruning)."""
+    """One config (the base with these dotted values) trained as its job trains it (``stop``:
+    its pruning)."""
+    import yaml
+
     from annlab.network import DivergenceError
     from annlab.pipeline import build_model
+    from annlab.spec import replaced, resolve_plain
 
-    model = build_model(OmegaConf.merge(setup.base, OmegaConf.from_dotlist(overrides)))
+    typed = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in values.items()}
+    model = build_model(resolve_plain(replaced(setup.base.config, typed)))
     try:
         training.train(model, setup.splits, [], stop)
     except DivergenceError:
@@ -574,10 +592,10 @@ def _fit(setup: SearchSetup, overrides: list[str], objective: str = "val_misclas
                  model.history_[objective][-1])
 
 
-def _values(trial, tune_cfg: DictConfig) -> list[str]:
+def _values(trial, tune_spec) -> dict:
     from annlab import study as tune
 
-    return [f"{k}={v}" for k, v in tune.suggest(trial, tune_cfg).items()]
+    return tune.suggest(trial, tune_spec)
 
 
 def _study(setup: SearchSetup, seed: int, objective: str = "val_misclassification"
@@ -595,7 +613,7 @@ def _study(setup: SearchSetup, seed: int, objective: str = "val_misclassificatio
     from annlab import study as tune
 
     state = optuna.trial.TrialState
-    t = OmegaConf.merge(setup.base.tune, {"seed": seed})
+    t = dataclasses.replace(setup.base.tune, seed=seed)
     study = optuna.create_study(direction="minimize")  # in memory: nothing to resume
     tune.sampler_and_pruner(t, study)
     records: list[Trial] = []
@@ -614,7 +632,7 @@ def _study(setup: SearchSetup, seed: int, objective: str = "val_misclassificatio
     return records
 
 
-def _trial(setup: SearchSetup, t: DictConfig, trial, objective: str) -> Trial:
+def _trial(setup: SearchSetup, t, trial, objective: str) -> Trial:
     """A trial trained with what its job's :class:`annlab.study.Reporter` does: a report of
     ``objective`` every ``report_every`` epochs, pruned when the pruner says so."""
     def stop(m) -> bool:

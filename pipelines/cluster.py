@@ -11,7 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
-from annlab import services
+from annlab import cluster
 from annlab.errors import reported
 
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="a worker's head, <host>:6379 (default: $RAY_ADDRESS)")
     parser.add_argument("--temp-dir", type=Path, help="Ray's temp dir for this node")
     args = parser.parse_args(argv)
-    services.ray_node(args.role, args.node_ip, args.address, args.temp_dir)
+    cluster.ray_node(args.role, args.node_ip, args.address, args.temp_dir)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python -m pipelines.docs experiment=figure2
 
 Writes docs/figure2.gif, docs/figure3.png and docs/figures.json (their hashes and the platform
-and lock file they were made with). tests/test_reproducibility.py rebuilds them and fails if
+and lock file they were made with). tests/e2e/test_reproducibility.py rebuilds them and fails if
 the committed copies differ from what the code makes.
 """
 
@@ -19,19 +19,18 @@ import hydra
 from omegaconf import DictConfig
 
 from annlab import provenance
-from annlab.config import config_hash, validate
 from annlab.errors import reported
+from annlab.spec import RunSpec, resolve
 from pipelines.figures import POST_NAMES
 
 FILES = {k: v for k, v in POST_NAMES.items() if k != "boundary_final"}  # the post's two figures
 
 
-def render(cfg: DictConfig, out_dir: Path) -> dict[str, Path]:
-    """The figures of ``cfg`` (no tracking), named as in the post, in ``out_dir``."""
+def render(spec: RunSpec, out_dir: Path) -> dict[str, Path]:
+    """The figures of ``spec`` (no tracking), named as in the post, in ``out_dir``."""
     from annlab.pipeline import rebuild
 
-    validate(cfg)
-    outcome = rebuild(cfg, out_dir)
+    outcome = rebuild(spec, out_dir)
     if outcome.failure is not None:
         raise outcome.failure
     return {name: shutil.copyfile(outcome.figures[key], out_dir / name)
@@ -41,11 +40,12 @@ def render(cfg: DictConfig, out_dir: Path) -> dict[str, Path]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @reported
 def main(cfg: DictConfig) -> None:
-    docs = Path(cfg.paths.docs)
+    spec = resolve(cfg)
+    docs = Path(spec.paths["docs"])
     with tempfile.TemporaryDirectory() as tmp:
-        built = render(cfg, Path(tmp))
+        built = render(spec, Path(tmp))
         record = {
-            "config_hash": config_hash(cfg),
+            "config_hash": spec.hash,
             "lock_hash": provenance.file_hash(provenance.LOCK_FILE),
             "platform": provenance.platform_info()["fingerprint"],
             "files": {name: hashlib.sha256(path.read_bytes()).hexdigest()

@@ -16,8 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from annlab.config import run_name
 from annlab.errors import reported
+from annlab.spec import resolve
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -26,7 +26,7 @@ def main(cfg: DictConfig):
     if hc.mode == RunMode.MULTIRUN:  # a job that annlab's sweeper launched: it reports itself
         from annlab import job  # the pipeline: not for a sweep's launching process
 
-        return job.run(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
+        return job.run(resolve(cfg), hc.overrides.task, Path(hc.runtime.output_dir))
     return run(cfg, hc.overrides.task, Path(hc.runtime.output_dir))
 
 
@@ -36,14 +36,14 @@ def run(cfg: DictConfig, overrides: list[str], out_dir: Path,
     """One tracked run, named by what differs from the default config; prints where it is."""
     from annlab.pipeline import run_experiment  # not for a sweep's launching process
 
-    cfg.tracking.run_name = run_name(cfg, compose(config_name="config"))
-    result = run_experiment(cfg, overrides, out_dir, entry_point=entry_point)
+    spec = resolve(cfg, baseline=resolve(compose(config_name="config")))
+    result = run_experiment(spec, overrides, out_dir, entry_point=entry_point)
     s = result.scores
     print(f"run {result.run_name} ({result.run_id}) finished\n"
           f"  test accuracy {s['test_accuracy']:.4f}  (train {s['train_accuracy']:.4f}, "
           f"validation {s['val_accuracy']:.4f})\n"
           f"  figures in {result.figures['boundary'].parent}\n"
-          f"  tracked in {result.uri}, experiment {cfg.tracking.experiment!r}; "
+          f"  tracked in {result.uri}, experiment {spec.tracking.experiment!r}; "
           "browse with `make ui`")
     return result
 

@@ -27,6 +27,16 @@ def compose_cfg():
 
 
 @pytest.fixture(scope="session")
+def resolved(compose_cfg):
+    """resolved(overrides) -> the run spec of the composed config (annlab.spec.resolve)."""
+    from annlab.spec import resolve
+
+    def _resolve(overrides=(), baseline=None):
+        return resolve(compose_cfg(overrides), baseline)
+    return _resolve
+
+
+@pytest.fixture(scope="session")
 def store_uri(tmp_path_factory) -> str:
     """One sqlite store per test process; tests keep apart by experiment name. Created by
     annlab up front: tests poll it with raw MLflow clients while their subprocesses run, and a
@@ -69,6 +79,14 @@ def fast_cfg(compose_cfg, store_uri, experiment):
         return compose_cfg([*FAST, f"tracking.uri={store_uri}",
                             f"tracking.experiment={experiment}", *overrides])
     return _make
+
+
+@pytest.fixture
+def fast_spec(fast_cfg):
+    """fast_spec(*overrides): :func:`fast_cfg`'s config, resolved."""
+    from annlab.spec import resolve
+
+    return lambda *overrides: resolve(fast_cfg(*overrides))
 
 
 @pytest.fixture

@@ -13,16 +13,17 @@ what is open and says how to resume (:func:`annlab.multirun.launching`).
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from annlab import multirun, names, sweep_report, tracking
-from annlab.config import config_hash, dataset_shape, run_name, split_sizes, validate
+from annlab import cluster, multirun, names, tracking
 from annlab.errors import InvalidGrid
 from annlab.names import Status
+from annlab.spec import RunSpec, resolve
 
 from ._compose import expand
 
@@ -31,32 +32,44 @@ from ._compose import expand
 class Grid:
     points: list[list[str]]  # each job's overrides
     swept: dict[str, list[str]]  # the keys that vary, with their values
-    hashes: list[str]  # each point's annlab.config_hash
+    specs: list[RunSpec]  # each point resolved
     labels: list[str]  # each point's run name
-    n_val: int  # the smallest validation split of the grid
     hash: str  # of the whole grid: with the sweep's name, what its parent is found by
 
     @property
-    def by_hash(self) -> dict[str, str]:
-        return dict(zip(self.hashes, self.labels))
+    def hashes(self) -> list[str]:
+        return [spec.hash for spec in self.specs]
+
+    @property
+    def by_hash(self) -> dict[str, tuple[str, str]]:
+        """Each point's config hash -> its run name and dataset."""
+        return {spec.hash: (label, spec.data.name) for spec, label in zip(self.specs,
+                                                                          self.labels)}
+
+    @property
+    def n_val(self) -> int:
+        """The smallest validation split of the grid."""
+        return min(spec.data.split_sizes()[1] for spec in self.specs)
 
 
 def plan(sweeper, arguments: list[str]) -> Grid:
-    """Every point of the grid, composed and checked; raises before anything is created."""
+    """Every point of the grid, composed, checked and resolved; raises before anything is
+    created."""
     points, swept = expand(arguments)
-    *configs, baseline = sweeper.compose_all([*points, []])  # the default config, too
-    for cfg in configs:
-        validate(cfg)
-    hashes = [config_hash(cfg) for cfg in configs]
-    if len(set(hashes)) < len(configs):
+    configs = sweeper.compose_all([*points, []])  # the default config, last, names the runs
+    for cfg in configs:  # where files go is no business of the grid's (and costs to resolve)
+        with open_dict(cfg):
+            del cfg["paths"]
+    baseline = resolve(configs[-1])
+    specs = [resolve(cfg, baseline) for cfg in configs[:-1]]
+    hashes = [spec.hash for spec in specs]
+    if len(set(hashes)) < len(specs):
         raise InvalidGrid("the sweep repeats a config; each grid point must differ")
-    labels = [run_name(cfg, baseline) for cfg in configs]
     # A grid over a key that names leave out: tell its runs apart by their config hash.
-    labels = [f"{n}-{h[:6]}" if labels.count(n) > 1 else n for n, h in zip(labels, hashes)]
-    n_val = min(split_sizes(dataset_shape(c.data)["n_samples"], c.data.train_fraction,
-                            c.data.val_fraction)[1] for c in configs)
+    counts = Counter(spec.name for spec in specs)
+    labels = [f"{s.name}-{s.hash[:6]}" if counts[s.name] > 1 else s.name for s in specs]
     grid_hash = hashlib.sha256(",".join(sorted(hashes)).encode()).hexdigest()[:16]
-    return Grid(points, swept, hashes, labels, n_val, grid_hash)
+    return Grid(points, swept, specs, labels, grid_hash)
 
 
 def sweep(sweeper, arguments: list[str]) -> list[Any]:
@@ -65,7 +78,7 @@ def sweep(sweeper, arguments: list[str]) -> list[Any]:
     grid = plan(sweeper, arguments)
     name = config.tracking.sweep or "grid"
     parent_name, total = f"sweep-{name}-{grid.hash[:8]}", len(grid.points)
-    multirun.check_cluster(config, uri)
+    cluster.check_cluster(config, uri)
     experiment = tracking.open(uri, config.tracking.experiment)
     sweep_dir = Path(config.hydra.sweep.dir)
 
@@ -92,6 +105,8 @@ def sweep(sweeper, arguments: list[str]) -> list[Any]:
             returns = sweeper.launch(jobs) if jobs else []
         experiment.store.check_reachable("the sweep's summary is not written; rerun the same "
                                          "command once it answers", patient=True)
+        from annlab import sweep_report  # its figures: not before the jobs start
+
         sweep_report.write(experiment, parent, parent_name, grid.by_hash, grid.swept,
                            grid.n_val, sweep_dir / "summary", multirun.results(returns))
     return [returns]

@@ -1,4 +1,4 @@
-"""`make tune`: the study's command line checked and handed to :func:`annlab.study.run`.
+"""`make tune`: the study's command line resolved and handed to :func:`annlab.study.run`.
 
 A bad setting (an empty or inverted range, a range a key cannot take, an unknown sampler or
 pruner, a comma-separated grid) stops here, with one line, before anything is created.
@@ -12,9 +12,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from annlab import multirun, study, tracking
-from annlab.config import validate
+from annlab import cluster, study
 from annlab.errors import InvalidGrid
+from annlab.spec import resolve
 
 from ._compose import expand
 
@@ -35,12 +35,8 @@ def sweep(sweeper, arguments: list[str]) -> list[Any]:
     if swept:
         raise InvalidGrid(f"{', '.join(swept)}: make tune samples tune.space, it does not grid "
                           "comma-separated values (that is make sweep)")
-    base = sweeper.compose(points[0])
-    validate(base)
-    study.validate(base.tune)
-    study.check_space(base)
-    uri = tracking.resolve_uri(base.tracking.uri, base.paths.store)
-    url = study.storage_url(base.tune, uri)
-    multirun.check_cluster(config, uri)
-    return study.run(base, points[0], uri, url, parallel(config), sweeper.launch,
+    base = resolve(sweeper.compose(points[0]))
+    url = study.storage_url(base.tune, base.tracking.uri)
+    cluster.check_cluster(config, base.tracking.uri)
+    return study.run(base, points[0], url, parallel(config), sweeper.launch,
                      Path(config.hydra.sweep.dir) / "summary")

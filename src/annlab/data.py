@@ -4,18 +4,17 @@ train/validation/test samples, standardised on the training split if the config 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sklearn.datasets
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from annlab.config import split_sizes
-from annlab.rules import DATASETS
+if TYPE_CHECKING:
+    from annlab.spec import DataSpec
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -93,29 +92,26 @@ class Splits:
                        else False)
 
 
-def generate(data: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(X, y) of ``data.name``'s dataset: a generator given its settings and a seed, or the
-    shipped data as scikit-learn has it."""
-    chosen = DATASETS[data["name"]]
-    make = getattr(sklearn.datasets, chosen.function)
-    if not chosen.settings:
+def generate(data: DataSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of the spec's dataset: a generator given its settings and a seed, or the shipped
+    data as scikit-learn has it."""
+    make = getattr(sklearn.datasets, data.function)
+    if not data.settings:
         return make(return_X_y=True)
-    settings = {key: data[key] for key in chosen.settings}
-    if data["name"] == "blobs":
+    settings = dict(data.settings)
+    if data.name == "blobs":
         settings["centers"] = settings.pop("n_classes")
     X, y = make(**settings, random_state=seed)
     return X, y
 
 
-def make_splits(data: Mapping[str, Any], seed: int) -> Splits:
-    """The dataset of the config section ``data``, then two stratified splits; the test split
-    takes the remainder."""
+def make_splits(data: DataSpec, seed: int) -> Splits:
+    """The spec's dataset, then two stratified splits; the test split takes the remainder."""
     rng = derive_seed(seed, "data")
     X, y = generate(data, rng)
-    _, n_val, n_test = split_sizes(len(y), data["train_fraction"], data["val_fraction"])
+    _, n_val, n_test = data.split_sizes()
     X_rest, X_test, y_rest, y_test = train_test_split(
         X, y, test_size=n_test, stratify=y, random_state=rng)
     X_train, X_val, y_train, y_val = train_test_split(
         X_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=rng)
-    return Splits(X_train, y_train, X_val, y_val, X_test, y_test,
-                  standardize=bool(data.get("standardize", False)))
+    return Splits(X_train, y_train, X_val, y_val, X_test, y_test, standardize=data.standardize)

@@ -8,25 +8,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from annlab import collector, study, tracking
-from annlab.config import run_name
 from annlab.names import Status
 from annlab.pipeline import run_experiment
+from annlab.spec import RunSpec
 
 
-def run(cfg: DictConfig, overrides: list[str], out_dir: Path) -> dict[str, Any]:
+def run(spec: RunSpec, overrides: list[str], out_dir: Path) -> dict[str, Any]:
     """One config of a sweep, or one trial of a study, in its job's process. A failure is
     recorded (FAILED) and handed back, and the sweep goes on; an interrupt (KILLED) stops it."""
-    trial = cfg.get("tune") is not None and cfg.tune.trial_id is not None
     try:
-        stop = study.Reporter(cfg.tune) if trial else None
-        result = run_experiment(cfg, overrides, out_dir, stop=stop,
-                                entry_point="pipelines/tune.py" if trial else "pipelines/run.py")
+        stop = study.Reporter(spec.tune) if spec.trial else None
+        result = run_experiment(spec, overrides, out_dir, stop=stop)
     except Exception as err:  # recorded as FAILED by the run itself; the sweep goes on
         if isinstance(err, tracking.TrackingError):  # the store may not know: say it here
-            print(f"{run_name(cfg)} FAILED {err}", flush=True)
+            print(f"{spec.name} FAILED {err}", flush=True)
         collector.keep_after_first_job()
         return {"status": Status.FAILED, "error": str(err)}
     # What the summary shows of this config, handed back with the result so that the launching

@@ -11,17 +11,10 @@ ignore the parent (mlflow #15713).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import socket
-import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from urllib.parse import urlparse
-
-from omegaconf import DictConfig, OmegaConf
+from collections.abc import Callable, Iterator, Mapping
 
 from annlab import interrupts, names, tracking
 from annlab.errors import AnnlabError, Stopped
@@ -138,12 +131,21 @@ def launching(experiment: tracking.Experiment, open_parent: Callable[[], Parent]
             raise Stopped([*lines, f"rerun the same command to resume: {resumes}"]) from err
 
 
-def log_best(parent: tracking.Run, value: float, run_id: str, run_name: str | None) -> None:
-    """A sweep's or study's best child on its parent; the metric once, not again on a rerun
-    that found the same best."""
-    if parent.record().metrics.get(names.BEST_VAL_MISCLASSIFICATION) != value:
-        parent.log_metrics({names.BEST_VAL_MISCLASSIFICATION: value})
-    parent.set_tags({names.BEST_RUN: run_id, names.BEST_RUN_NAME: run_name})
+def log_best(parent: tracking.Run, bests: Mapping[str, tuple[float, str, str | None]]) -> None:
+    """Each dataset's best child (dataset -> its validation misclassification, run id and
+    name) on a sweep's or study's parent: ``best_val_misclassification``, ``annlab.best_run``
+    and ``annlab.best_run_name``, each suffixed with ``.<dataset>`` when there are several. A
+    metric is logged once, not again by a rerun that found the same best."""
+    end = (lambda dataset: f".{dataset}") if len(bests) > 1 else (lambda dataset: "")
+    metrics, tags = {}, {}
+    for dataset, (value, run_id, run_name) in bests.items():
+        metrics[names.BEST_VAL_MISCLASSIFICATION + end(dataset)] = value
+        tags |= {names.BEST_RUN + end(dataset): run_id,
+                 names.BEST_RUN_NAME + end(dataset): run_name}
+    logged = parent.record().metrics
+    if new := {k: v for k, v in metrics.items() if logged.get(k) != v}:
+        parent.log_metrics(new)
+    parent.set_tags(tags)
 
 
 def stop_reason(err: BaseException, received: list[str], what: str) -> str:
@@ -170,111 +172,3 @@ def close_children(experiment: tracking.Experiment, parent: tracking.Run, reason
     closed += [r for r in experiment.children(parent.run_id) if r.run_id not in ids
                and r.status == Status.KILLED and r.start_time >= since]
     return [f"{reason}: closed as KILLED:", *(f"  {r.run_name} ({r.run_id})" for r in closed)]
-
-
-# -- a cluster's reach -----------------------------------------------------------------------
-
-def local_addresses() -> set[str]:
-    """This machine's addresses (loopback included), as other nodes would name it."""
-    hosts = {socket.gethostname(), "localhost"}
-    found = {"127.0.0.1", "::1"}
-    for host in hosts:
-        with contextlib.suppress(OSError):
-            found |= {info[4][0] for info in socket.getaddrinfo(host, None)}
-    return found
-
-
-def is_loopback(host: str | None) -> bool:
-    if host in (None, "localhost"):
-        return True
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host).is_loopback
-    return False
-
-
-class UnreachableStore(AnnlabError):
-    """A cluster whose nodes cannot reach the tracking store."""
-
-
-class NoCluster(AnnlabError):
-    """A Ray cluster address where nothing answers."""
-
-
-def _host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    return host.strip("[]") or address, int(port) if port.isdigit() else 6379
-
-
-def _resolved(host: str) -> set[str]:
-    """The host's addresses; none if its name does not resolve."""
-    try:
-        return {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError:
-        return set()
-
-
-def _answers(host: str, port: int) -> str | None:
-    """None if something accepts connections at host:port within seconds, else why not."""
-    try:
-        with socket.create_connection((host, port), timeout=5):
-            return None
-    except socket.gaierror:
-        return "its name does not resolve"
-    except OSError as err:
-        return err.strerror or type(err).__name__
-
-
-def _running_cluster() -> str | None:
-    """The address of a cluster `ray start` left running on this machine, if it answers: what
-    ``ray.init()`` without an address finds (Ray's record of it in its temp dir) and joins."""
-    try:
-        address = (Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster").read_text()
-    except OSError:
-        return None
-    address = address.strip()
-    return address if address and _answers(*_host_port(address)) is None else None
-
-
-def check_cluster(config: DictConfig, uri: str) -> None:
-    """Before any job starts and before connecting to it, refuse a Ray cluster that cannot
-    work: one on another machine (its address says so) when the store is one only this machine
-    can reach (a sqlite file, a server on loopback); an address where nothing answers. A
-    cluster on this machine with such a store is asked for its nodes: one of them elsewhere is
-    refused too."""
-    init = OmegaConf.select(config, "hydra.launcher.ray.init")
-    if init is None:
-        return  # not Ray
-    if not init.get("address"):  # a local instance: its jobs see what this machine sees
-        if (running := _running_cluster()) is not None:
-            raise NoCluster(f"a Ray cluster started with `ray start` runs on this machine "
-                            f"({running}), and Ray would join it with the settings of a new "
-                            f"local instance; set RAY_ADDRESS={running} to run on it, or stop "
-                            "it (`ray stop`)")
-        return
-    address = str(init.address)
-    local_store = not tracking.is_server(uri) or is_loopback(urlparse(uri).hostname)
-    advice = ("start `make server` (on a PostgreSQL DB) and set MLFLOW_TRACKING_URI=http://"
-              "<this machine>:<port> before the sweep")
-    if address not in ("auto", "local"):  # "auto": a cluster started on this machine
-        host, port = _host_port(address)
-        here = _resolved(host) & local_addresses() or is_loopback(host)
-        if local_store and not here:
-            raise UnreachableStore(f"the Ray cluster at {address} is on another machine and "
-                                   f"cannot reach the store {uri}, which only this machine "
-                                   f"sees; {advice}")
-        if (why := _answers(host, port)) is not None:
-            raise NoCluster(f"no Ray cluster answers at RAY_ADDRESS={address} ({why}); start "
-                            "it, or unset RAY_ADDRESS for a local Ray instance")
-    if not local_store:
-        return  # a server the nodes can reach
-    import ray
-
-    ray.init(**OmegaConf.to_container(init, resolve=True))  # the launcher reuses it
-    here = local_addresses()
-    remote = sorted({n["NodeManagerAddress"] for n in ray.nodes()
-                     if n["Alive"] and n["NodeManagerAddress"] not in here})
-    if remote:
-        raise UnreachableStore(
-            f"the Ray cluster at {address} has nodes on other machines "
-            f"({', '.join(remote)}) that cannot reach the store {uri}, which only this "
-            f"machine sees; {advice}")

@@ -11,28 +11,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from annlab import config, model_io, names, plots, provenance, tracking, training
-from annlab.config import config_hash, flatten, run_name, validate
+from annlab import model_io, names, plots, provenance, tracking, training
 from annlab.data import Splits, derive_seed, make_splits
 from annlab.model_io import save_weights
 from annlab.network import NeuralNetClassifier
-from annlab.rules import hidden_sizes
+from annlab.spec import PlotSpec, RunSpec, parameters
 
 SCORE_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # score -> its dataset
 
 
-def build_data(cfg: DictConfig) -> Splits:
-    return make_splits(cfg.data, seed=cfg.seed)
+def build_data(spec: RunSpec) -> Splits:
+    return make_splits(spec.data, seed=spec.seed)
 
 
-def build_model(cfg: DictConfig) -> NeuralNetClassifier:
+def build_model(spec: RunSpec) -> NeuralNetClassifier:
+    m, t = spec.model, spec.train
     return NeuralNetClassifier(
-        hidden_nodes=hidden_sizes(cfg.model.hidden_nodes), activation=cfg.model.activation,
-        learning_rate=cfg.train.learning_rate, reg_lambda=cfg.train.reg_lambda,
-        epochs=cfg.train.epochs, batch_size=cfg.train.batch_size,
-        random_state=derive_seed(cfg.seed, "model"))
+        hidden_nodes=m.hidden_nodes, activation=m.activation, learning_rate=t.learning_rate,
+        reg_lambda=t.reg_lambda, epochs=t.epochs, batch_size=t.batch_size,
+        random_state=derive_seed(spec.seed, "model"))
 
 
 def boundary_plane(splits: Splits) -> plots.Plane:
@@ -49,18 +48,17 @@ def boundary_plane(splits: Splits) -> plots.Plane:
                        "PCA plane   ")
 
 
-def make_figures(model: NeuralNetClassifier, snapshots, history, splits: Splits, cfg: DictConfig,
+def make_figures(model: NeuralNetClassifier, snapshots, history, splits: Splits, p: PlotSpec,
                  out_dir: Path) -> tuple[dict[str, Path], dict[int, Path]]:
     """Figure 3 and Figure 2 (animation and last frame; see :func:`boundary_plane`) into
     ``out_dir``, the test split's confusion matrix when there are more than two features, and
     ``image_steps`` of the animation's frames (epoch -> file) under ``out_dir/steps``."""
-    p = cfg.plot
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "steps").mkdir(exist_ok=True)
     files = {key: out_dir / name for key, name in names.FIGURE_FILES.items()}
     steps = {epoch: out_dir / "steps" / f"{names.BOUNDARY_IMAGE_KEY}-{epoch}.png"
              for epoch in training.spread((s.epoch for s in snapshots), p.image_steps)}
-    size = {"width": p.width, "height": p.height, "dpi": p.dpi}
+    size = p.size
     plots.plot_misclassification(history, files["misclassification"], **size)
     plots.render_boundary(snapshots, history, model.activation, boundary_plane(splits),
                           splits.y_train, model.classes_, files["boundary"],
@@ -102,24 +100,24 @@ class Outcome:
         return epochs if self.failure is None and epochs < self.model.epochs else None
 
 
-def rebuild(cfg: DictConfig, out_dir: Path, stop=None) -> Outcome:
-    """Data, model, training, scores, figures and weights of ``cfg``, files under ``out_dir``;
+def rebuild(spec: RunSpec, out_dir: Path, stop=None) -> Outcome:
+    """Data, model, training, scores, figures and weights of ``spec``, files under ``out_dir``;
     ``stop(model)`` may end training early (see :func:`annlab.training.train`).
 
     A failure after the data stage (divergence, an interrupt) is returned in
     ``Outcome.failure``, never swallowed: every caller re-raises it once it has what it needs.
     """
-    outcome = Outcome(build_data(cfg), build_model(cfg))
+    outcome = Outcome(build_data(spec), build_model(spec))
     model, splits = outcome.model, outcome.splits
     try:
         seen = splits.scaled()  # what the network takes: raw rows or standardised ones
         snapshots = training.train(model, seen,
-                                   training.frame_epochs(cfg.train.epochs, cfg.plot.frames),
+                                   training.frame_epochs(spec.train.epochs, spec.plot.frames),
                                    stop)
         outcome.history = training.history_frame(model)
         outcome.scores = training.evaluate(model, seen)
         outcome.figures, outcome.step_images = make_figures(
-            model, snapshots, outcome.history, splits, cfg, out_dir / names.FIGURES_DIR)
+            model, snapshots, outcome.history, splits, spec.plot, out_dir / names.FIGURES_DIR)
         outcome.weights = save_weights(model, out_dir / "weights.npz", splits.scaler)
     except BaseException as err:
         outcome.history = training.history_frame(model)
@@ -139,44 +137,41 @@ class RunResult:
     val_curve: list[float] | None = None  # per-epoch validation misclassification
 
 
-def run_experiment(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
+def run_experiment(spec: RunSpec, overrides: Sequence[str], out_dir: Path,
                    entry_point: str = "pipelines/run.py", stop=None) -> RunResult:
-    """Validate, then run and track one config; files go to ``out_dir``; ``entry_point`` is
-    what the run's Source names; ``stop`` may end training early (a study pruning a trial:
-    the run still ends FINISHED, tagged with the last epoch it trained).
+    """Run and track one resolved config; files go to ``out_dir``; ``entry_point`` is what the
+    run's Source names; ``stop`` may end training early (a study pruning a trial: the run still
+    ends FINISHED, tagged with the last epoch it trained).
 
-    Raises :class:`annlab.config.ConfigError` before anything is tracked, and re-raises a
-    failure inside the run after recording it (FAILED, or KILLED on an interrupt).
+    Re-raises a failure inside the run after recording it (FAILED, or KILLED on an interrupt).
     """
-    validate(cfg)
-    uri = tracking.resolve_uri(cfg.tracking.uri, cfg.paths.store)
-    parent = cfg.tracking.parent_run_id  # a sweep's job: its launching process found the store
-    experiment = tracking.open(uri, cfg.tracking.experiment, patient=parent is not None)
-    name, chash = run_name(cfg), config_hash(cfg)
-    trial = {names.STUDY: cfg.tune.study, names.TRIAL: cfg.tune.trial} if (
-        cfg.get("tune") is not None and cfg.tune.trial is not None) else {}
+    uri, parent = spec.tracking.uri, spec.tracking.parent_run_id
+    # A sweep's job waits out a restarting server: its launching process found the store.
+    experiment = tracking.open(uri, spec.tracking.experiment, patient=parent is not None)
+    trial = {names.STUDY: spec.tune.study, names.TRIAL: spec.tune.trial} if (
+        spec.tune is not None and spec.tune.trial is not None) else {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    with experiment.start_run(name, provenance.collect(chash, entry_point), parent_run_id=parent,
-                              sweep=cfg.tracking.sweep, tags=trial) as run:
-        run.log_params(flatten(cfg))
-        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), names.CONFIG_FILE)
+    with experiment.start_run(spec.name, provenance.collect(spec.hash, entry_point),
+                              parent_run_id=parent, sweep=spec.tracking.sweep, tags=trial) as run:
+        run.log_params(spec.params)
+        run.log_text(OmegaConf.to_yaml(dict(spec.config)), names.CONFIG_FILE)
         run.log_text(OmegaConf.to_yaml(list(overrides)), names.OVERRIDES_FILE)
-        outcome = rebuild(cfg, out_dir, stop)
-        _record(run, cfg, outcome, out_dir)
+        outcome = rebuild(spec, out_dir, stop)
+        _record(run, spec, outcome, out_dir)
         if outcome.failure is not None:
             raise outcome.failure
-    return RunResult(run.run_id, name, experiment.id, uri, outcome.scores, outcome.figures,
+    return RunResult(run.run_id, spec.name, experiment.id, uri, outcome.scores, outcome.figures,
                      stopped_at=outcome.stopped_at,
                      val_curve=outcome.history["val_misclassification"].tolist())
 
 
-def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path) -> None:
+def _record(run: tracking.Run, spec: RunSpec, outcome: Outcome, out_dir: Path) -> None:
     """Everything the outcome holds (a failed one: its data and curves so far)."""
-    splits, dataset = outcome.splits, config.dataset(cfg.data).function
+    splits, dataset = outcome.splits, spec.data.function
     run.set_tags({names.DATA_HASH: splits.digest()})
     run.log_datasets(dataset, splits.by_context(), splits.context_digests(),
                      source={"function": f"sklearn.datasets.{dataset}",
-                             **config.data_settings(cfg.data), "seed": cfg.seed})
+                             **parameters(spec.config)["data"], "seed": spec.seed})
     splits.save(out_dir / names.SPLITS_FILE)
     run.log_artifact(out_dir / names.SPLITS_FILE, names.DATA_DIR)
     # The objective first: the UI's Compare page plots the first metric logged by default.
@@ -185,8 +180,8 @@ def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path)
                                                key=lambda c: c != "val_misclassification")])
     if outcome.stopped_at is not None:  # pruned: said in its name too, it ends FINISHED
         run.set_tags({names.PRUNED_AT: outcome.stopped_at})
-        run.rename(f"pruned@{outcome.stopped_at}-{run_name(cfg)}")  # first: names get cut
-    run.set_note(describe(cfg, run.run_id, outcome))
+        run.rename(f"pruned@{outcome.stopped_at}-{spec.name}")  # first: names get cut
+    run.set_note(describe(spec, run.run_id, outcome))
     if outcome.failure is not None:
         return
     for path in outcome.figures.values():
@@ -204,29 +199,28 @@ def _record(run: tracking.Run, cfg: DictConfig, outcome: Outcome, out_dir: Path)
                   splits.context_digests())
 
 
-def describe(cfg: DictConfig, run_id: str, outcome: Outcome) -> str:
+def describe(spec: RunSpec, run_id: str, outcome: Outcome) -> str:
     """The run's description (markdown): what it is, its settings, how it ended, and the
     command that reproduces it."""
-    d, t, shape = cfg.data, cfg.train, config.dataset_shape(cfg.data)
-    chosen = config.dataset(d)
-    layers = "-".join(map(str, (shape["n_features"], *hidden_sizes(cfg.model.hidden_nodes),
-                                shape["n_classes"])))
+    d, t, shape = spec.data, spec.train, spec.data.shape
+    layers = "-".join(map(str, (shape.n_features, *spec.model.hidden_nodes, shape.n_classes)))
     n_train, n_val, n_test = (len(y) for _, y in outcome.splits.by_context().values())
     batch = "full-batch" if t.batch_size is None else f"mini-batch ({t.batch_size})"
-    settings = ", ".join(f"{key} {d[key]:g}" for key in chosen.settings if key != "n_samples")
+    settings = ", ".join(f"{key} {value:g}" for key, value in d.settings.items()
+                         if key != "n_samples")
     lines = [
-        f"A {layers} network ({cfg.model.activation} hidden layers, softmax output) trained by "
-        f"{batch} gradient descent on scikit-learn's {chosen.function}"
+        f"A {layers} network ({spec.model.activation} hidden layers, softmax output) trained "
+        f"by {batch} gradient descent on scikit-learn's {d.function}"
         f"{', standardised on the training split' if d.standardize else ''}.", "",
         "| setting | value |", "| --- | --- |",
         f"| learning rate | {t.learning_rate:g} |", f"| L2 (reg_lambda) | {t.reg_lambda:g} |",
         f"| epochs | {t.epochs} |",
-        f"| data | {shape['n_samples']} samples{', ' + settings if settings else ''}: "
-        f"{n_train}/{n_val}/{n_test} train/validation/test |", f"| seed | {cfg.seed} |", ""]
-    if cfg.tracking.sweep:
-        lines += [f"One configuration of the sweep `{cfg.tracking.sweep}`.", ""]
-    if cfg.get("tune") is not None and cfg.tune.trial is not None:
-        lines += [f"Trial {cfg.tune.trial} of the tuning study `{cfg.tune.study}`.", ""]
+        f"| data | {shape.n_samples} samples{', ' + settings if settings else ''}: "
+        f"{n_train}/{n_val}/{n_test} train/validation/test |", f"| seed | {spec.seed} |", ""]
+    if spec.tracking.sweep:
+        lines += [f"One configuration of the sweep `{spec.tracking.sweep}`.", ""]
+    if spec.tune is not None and spec.tune.trial is not None:
+        lines += [f"Trial {spec.tune.trial} of the tuning study `{spec.tune.study}`.", ""]
     if outcome.stopped_at is not None:
         lines += [f"Pruned by the study after {outcome.stopped_at} epochs (its validation "
                   "curve trailed the other trials'); scores and figures are those of that "

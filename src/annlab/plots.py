@@ -14,14 +14,15 @@ only the titles are quantised per frame.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
-from matplotlib import font_manager
+from matplotlib import colormaps, font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
@@ -293,3 +294,196 @@ def _saving_steps(frames, snapshots: list[Snapshot], step_paths: Mapping[int, Pa
         if snapshot.epoch in step_paths:
             frame.save(step_paths[snapshot.epoch], optimize=False)
         yield frame
+
+
+# -- summary figures of a sweep and a study --------------------------------------------------
+
+MAX_PANEL_COLUMNS = 3  # summary panels wrap into rows of at most this many
+HEATMAP = colormaps["viridis_r"].with_extremes(bad="lightgrey")  # grey: failed or missing
+ROUGH = 0.02  # a curve moving more than this per epoch on average oscillates
+
+
+def _panel_grid(fig: Figure, n: int, **kw) -> list:
+    """``n`` axes in rows of at most MAX_PANEL_COLUMNS; unused places switched off."""
+    columns = max(1, min(n, MAX_PANEL_COLUMNS))
+    axes = list(fig.subplots(max(1, math.ceil(n / columns)), columns, squeeze=False, **kw).flat)
+    for ax in axes[max(n, 1):]:
+        ax.set_axis_off()
+    return axes
+
+
+def plot_heatmaps(panels: Mapping[str, pd.DataFrame], title: str, path: Path,
+                  label: str = "final validation misclassification") -> Path:
+    """One heatmap per panel (its title -> a table of hidden nodes by learning rate, NaN where
+    a config failed or is missing), panels wrapped into rows; every value written in its cell."""
+    first = next(iter(panels.values()), pd.DataFrame())
+    n_rows, n_cols = max(first.shape[0], 2), max(first.shape[1], 2)
+    panel_w, panel_h = 1.4 + 0.75 * n_cols, 1.3 + 0.55 * n_rows
+    columns = max(1, min(len(panels), MAX_PANEL_COLUMNS))
+    rows = max(1, math.ceil(len(panels) / columns))
+    fig = Figure(figsize=(panel_w * columns + 1.3, panel_h * rows + 0.5), dpi=90,
+                 layout="constrained")
+    axes = _panel_grid(fig, len(panels))
+    image = None
+    for ax, (name, cells) in zip(axes, panels.items()):
+        values = cells.to_numpy(dtype=float)
+        image = ax.imshow(values, cmap=HEATMAP, vmin=0, vmax=0.5, origin="lower",
+                          aspect="auto")
+        for (i, j), value in np.ndenumerate(values):
+            ax.text(j, i, "failed" if np.isnan(value) else f"{value:.3f}", ha="center",
+                    va="center", color="white" if value > 0.25 else "black", fontsize=8)
+        ax.set(title=name, xlabel="learning rate", ylabel="hidden nodes",
+               xticks=range(values.shape[1]), xticklabels=cells.columns,
+               yticks=range(values.shape[0]), yticklabels=cells.index)
+    if image is None:  # no config has params to place (none ran)
+        axes[0].set_axis_off()
+        axes[0].text(0.5, 0.5, "no configuration ran", ha="center", va="center")
+    else:
+        fig.colorbar(image, ax=axes, label=label, shrink=0.9)
+    fig.suptitle(title)
+    fig.savefig(path, metadata=PNG_METADATA)
+    return path
+
+
+def plot_curves(panels: Mapping[str, Mapping[str, pd.Series]], title: str, path: Path) -> Path:
+    """Every curve of each panel (its title -> label -> curve by epoch), panels wrapped into
+    rows, each panel's labels in a legend below it. Curves that oscillate from epoch to epoch
+    are drawn thin, faint and underneath, so that they do not hide the others."""
+    columns = max(1, min(len(panels), MAX_PANEL_COLUMNS))
+    rows = max(1, math.ceil(len(panels) / columns))
+    longest = max((len(curves) for curves in panels.values()), default=1)
+    legend_h = 0.25 * math.ceil(longest / 3)
+    fig = Figure(figsize=(4.4 * columns + 0.6, (3.6 + legend_h) * rows + 0.5), dpi=90,
+                 layout="constrained")
+    axes = _panel_grid(fig, len(panels), sharey=True)
+    for ax, (name, curves) in zip(axes, panels.items()):
+        for label, curve in curves.items():
+            ax.plot(curve.index, curve.to_numpy(), **curve_style(curve, label))
+        ax.set(xlabel="epoch", title=name, ylim=(0, None))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3,
+                  frameon=False)
+    axes[0].set_ylabel("validation misclassification")
+    if not panels:
+        axes[0].text(0.5, 0.5, "no configuration finished", ha="center", va="center")
+    fig.suptitle(title)
+    fig.savefig(path, metadata=PNG_METADATA)
+    return path
+
+
+def curve_style(curve: pd.Series, label: str) -> dict:
+    """How a curve is drawn: one that moves more than ROUGH per epoch on average is thin,
+    faint, underneath and says that it oscillates."""
+    rough = len(curve) > 1 and float(np.abs(np.diff(curve.to_numpy())).mean()) > ROUGH
+    if rough:
+        return {"label": f"{label} (oscillates)", "lw": 0.6, "alpha": 0.35, "zorder": 1}
+    return {"label": label, "lw": 1.3, "alpha": 1.0, "zorder": 3}
+
+
+def tile_images(images: Mapping[str, Path], path: Path, width: int = 1600) -> Path:
+    """The images side by side (in the given order), in rows of up to five, each under a band
+    with its name, the whole sheet ``width`` pixels wide at most."""
+    columns = max(1, min(5, math.ceil(math.sqrt(len(images)))))  # 4 -> 2x2, 9 -> 3x3
+    tile_width = min(400, width // columns)
+    font = ImageFont.load_default(size=max(12, tile_width // 18))
+    band = round(font.size * 1.5)
+    tiles = []
+    for name, file in images.items():
+        with Image.open(file) as img:
+            img = img.convert("RGB").resize(
+                (tile_width, round(img.height * tile_width / img.width)),
+                Image.Resampling.LANCZOS)
+        tile = Image.new("RGB", (tile_width, img.height + band), "white")
+        tile.paste(img, (0, band))
+        ImageDraw.Draw(tile).text((6, band // 5), name, fill="black", font=font)
+        tiles.append(tile)
+    rows = -(-len(tiles) // columns)
+    height = max((t.height for t in tiles), default=1)
+    sheet = Image.new("RGB", (columns * tile_width, max(rows, 1) * height), "white")
+    for k, tile in enumerate(tiles):
+        sheet.paste(tile, ((k % columns) * tile_width, (k // columns) * height))
+    sheet.save(path, optimize=False)
+    return path
+
+
+class TrialMark(NamedTuple):
+    """A study's trial as its summary figures see it."""
+
+    epochs: int  # trained (a pruned trial: to where it stopped)
+    value: float | None  # its final value, or a pruned trial's last report
+    pruned: bool
+
+
+def plot_best_so_far(trials: list[TrialMark], title: str, path: Path) -> Path:
+    """The best complete trial so far against the epochs every trial had trained, in the order
+    the trials were numbered; each trial marked (pruned ones hollow, at their last report)."""
+    spent, best, xs, ys, marks = 0, float("nan"), [0], [float("nan")], []
+    for t in trials:
+        spent += t.epochs
+        if not t.pruned and t.value is not None and not t.value >= best:
+            best = t.value
+        xs.append(spent)
+        ys.append(best)
+        marks.append((spent, t.value, t.pruned))
+    fig = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.step(xs, ys, where="post", lw=2, color="C0", label="best complete trial so far")
+    for pruned in (False, True):
+        shown = [(x, y) for x, y, p in marks if p == pruned and y is not None]
+        if shown:
+            ax.scatter(*zip(*shown), s=28, label="pruned (last report)" if pruned else
+                       "complete", facecolors="none" if pruned else "C1", edgecolors="C1")
+    ax.set(xlim=(0, None), xlabel="epochs trained, all trials (pruned ones: to where they "
+           "stopped)", ylabel="validation misclassification",
+           title=f"{title}: {len(trials)} trials, best so far against their epochs")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.savefig(path, metadata=PNG_METADATA)
+    return path
+
+
+def plot_parallel_coordinates(rows: list[tuple[dict, float, bool]], keys: list[str],
+                              objective: str, title: str, path: Path) -> Path:
+    """Every trial (``rows``: its values of ``keys``, its value, whether pruned) across its
+    parameters (categories in their order, wide ranges on a log scale) to its value; pruned
+    trials dashed, at their last report."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    columns = [*keys, objective]
+
+    def scale(key: str, values: list):
+        if all(isinstance(v, str) for v in values):
+            levels = list(dict.fromkeys(values))
+            return [levels.index(v) / max(len(levels) - 1, 1) for v in values], levels
+        log = key != objective and min(values) > 0 and max(values) / min(values) > 50
+        x = np.log10(values) if log else np.asarray(values, float)
+        span = float(x.max() - x.min()) or 1.0
+        return list((x - x.min()) / span), [f"{min(values):.3g}", f"{max(values):.3g}"]
+
+    table = {key: [params.get(key) for params, _, _ in rows] for key in keys}
+    table[objective] = [value for _, value, _ in rows]
+    scaled = {key: scale(key, values) for key, values in table.items() if values}
+    fig = Figure(figsize=(10, 6), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    cmap, values = colormaps["viridis_r"], table[objective]
+    low, high = (min(values), max(values)) if values else (0, 1)
+    for i, (_, value, pruned) in enumerate(rows):
+        ys = [scaled[key][0][i] for key in columns]
+        ax.plot(range(len(columns)), ys, color=cmap((value - low) / ((high - low) or 1)),
+                lw=1.5, alpha=0.9, ls="--" if pruned else "-")
+    for j, key in enumerate(columns):
+        ax.axvline(j, color="grey", lw=0.8)
+        labels = scaled[key][1] if key in scaled else []
+        for k, label in enumerate(labels):
+            ax.annotate(label, (j, k / max(len(labels) - 1, 1)), xytext=(7, 0),
+                        textcoords="offset points", fontsize=10, va="center",
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                              "alpha": 0.8})
+    fig.colorbar(ScalarMappable(Normalize(low, high), cmap), ax=ax,
+                 label="validation misclassification")
+    ax.set(xticks=range(len(columns)), xticklabels=columns, yticks=[], xlim=(-0.2,
+           len(columns) - 0.6), title=f"{title}: every trial (dashed: pruned, at its last "
+           "report), coloured by validation misclassification")
+    fig.savefig(path, metadata=PNG_METADATA)
+    return path

@@ -21,17 +21,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from PIL import Image, ImageSequence
 
 from annlab import names, provenance, tracking, training
-from annlab.config import Config, config_hash, validate
+from annlab.config import Config
 from annlab.model_io import load_weights
 from annlab.names import Status
 from annlab.network import HISTORY_KEYS, DivergenceError
 from annlab.paths import default_paths
 from annlab.pipeline import Outcome, rebuild
+from annlab.spec import RunSpec, config_hash, resolve
 
 TOLERANCE = {"rtol": 1e-6, "atol": 1e-6}
 PIXEL_TOLERANCE = 0.005
@@ -111,7 +112,7 @@ class Recorded:
 
     run: tracking.Run
     record: tracking.Record
-    cfg: DictConfig
+    spec: RunSpec  # today's resolution of the recorded config
     config_hash: str  # of the config file as recorded
     environment: dict
     curves: dict[str, pd.Series]
@@ -162,9 +163,9 @@ def load_recorded(store: tracking.Store, run_id: str, scratch: Path) -> Recorded
         raise tracking.TrackingError(f"{what}: its recorded {names.CONFIG_FILE} does not fit "
                                      f"today's config schema: {tracking.first_line(err)}"
                                      ) from err
-    validate(cfg)
     curves = {key: run.metric_history(key) for key in HISTORY_KEYS}
-    return Recorded(run, record, cfg, config_hash(recorded_cfg), environment, curves, files)
+    recorded_hash = config_hash(OmegaConf.to_container(recorded_cfg, resolve=True))
+    return Recorded(run, record, resolve(cfg), recorded_hash, environment, curves, files)
 
 
 # -- the checks ------------------------------------------------------------------------------
@@ -311,7 +312,7 @@ def reproduce(uri: str, run_id: str) -> Report:
             report.warnings.append(f"the trial was pruned after {rec.record.pruned_at} epochs: "
                                    "rerun to that epoch")
             last = rec.record.pruned_at
-        outcome = rebuild(rec.cfg, scratch / "rerun",
+        outcome = rebuild(rec.spec, scratch / "rerun",
                           stop=None if last is None else lambda m: m.n_iter_ >= last)
         if outcome.failure is not None and not isinstance(outcome.failure, DivergenceError):
             raise outcome.failure

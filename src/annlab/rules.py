@@ -137,3 +137,73 @@ DATA_RULES = {rule.key.removeprefix("data."): rule for rule in (
     Rule("data.n_redundant", None, _int_in(0, MAX_WIDTH), f"an integer from 0 to {MAX_WIDTH:,}"),
     Rule("data.class_sep", None, lambda v: is_number(v) and v > 0, "a number > 0"),
 )}
+
+
+# `make tune`'s settings (conf/tune/); a searched key's range is checked against its own rule.
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "successive_halving")
+TUNE_RULES = (
+    Rule("tune.study", None, lambda v: isinstance(v, str) and bool(v), "a non-empty study name"),
+    Rule("tune.n_trials", None, _int_in(1, 100_000), "an integer from 1 to 100,000"),
+    Rule("tune.report_every", None, _int_in(1, MAX_EPOCHS), "an integer >= 1"),
+    Rule("tune.sampler", None, lambda v: v in SAMPLERS, " | ".join(SAMPLERS)),
+    Rule("tune.pruner.name", None, lambda v: v in PRUNERS, " | ".join(PRUNERS)),
+    Rule("tune.pruner.warmup_epochs", None, _int_in(0, MAX_EPOCHS), "an integer >= 0"),
+    Rule("tune.pruner.startup_trials", None, _int_in(0, 100_000), "an integer >= 0"),
+    Rule("tune.pruner.reduction_factor", None, _int_in(2, 100), "an integer from 2 to 100"),
+)
+
+
+@dataclass(frozen=True)
+class SpaceRule:
+    """A check of one searched key's entry in ``tune.space`` (a mapping ``p``): ``part`` is the
+    sub-key the message names, ``ok(p)`` the check, ``value(p)`` what the message shows."""
+
+    part: str
+    ok: Callable[[Any], bool]
+    value: Callable[[Any], Any]
+    allowed: str
+
+
+SPACE_TYPES = {"categorical": ("type", "choices"), "int": ("type", "low", "high", "log"),
+               "float": ("type", "low", "high", "log")}
+
+
+def _bounds(p: Any) -> list:
+    return [p.get("low"), p.get("high")]
+
+
+def _numbers(p: Any) -> bool:
+    low, high = _bounds(p)
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)) \
+        and low < high
+
+
+# Checked in this order, each only once the rows before it hold.
+SPACE_RULES = (
+    SpaceRule("", lambda p: isinstance(p, dict), lambda p: p,
+              "a mapping such as {type: float, low: 0.01, high: 10, log: true} or "
+              "{type: categorical, choices: [a, b]}"),
+    SpaceRule("type", lambda p: p.get("type") in SPACE_TYPES, lambda p: p.get("type"),
+              " | ".join(SPACE_TYPES)),
+    SpaceRule("", lambda p: set(p) <= set(SPACE_TYPES[p["type"]]), lambda p: sorted(
+        set(p) - set(SPACE_TYPES[p["type"]])), "the keys of its type: type, choices "
+        "(categorical) or type, low, high, log (int, float)"),
+    SpaceRule("choices", lambda p: p["type"] != "categorical" or (
+        isinstance(p.get("choices"), list) and len(p["choices"]) > 0),
+        lambda p: p.get("choices"), "a non-empty list of values"),
+    SpaceRule("low/high", lambda p: p["type"] == "categorical" or _numbers(p), _bounds,
+              "a range of numbers with low < high"),
+    SpaceRule("low", lambda p: p["type"] == "categorical" or not p.get("log") or p["low"] > 0,
+              lambda p: p.get("low"), "a number > 0 (log scale)"),
+    SpaceRule("low/high", lambda p: p["type"] != "int" or all(
+        float(v).is_integer() for v in _bounds(p)), _bounds, "integers for an int range"),
+)
+
+
+def space_ends(p: dict) -> list:
+    """The values a searched key can reach that its own rule must allow: every choice, or
+    both ends of the range."""
+    if p["type"] == "categorical":
+        return list(p["choices"])
+    return [int(v) for v in _bounds(p)] if p["type"] == "int" else _bounds(p)

@@ -14,6 +14,7 @@ whole group on a signal.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 import signal
@@ -33,7 +34,6 @@ from annlab.paths import REPO_ROOT as REPO
 from annlab.paths import default_paths
 
 OUTPUTS = Path(default_paths().outputs)
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 ADMIN_USER = "admin"
 PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"
 SECRET_VAR = "MLFLOW_FLASK_SERVER_SECRET_KEY"
@@ -51,10 +51,21 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (a name or an address; None: none given) stays on this machine."""
+    if host in (None, "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_host(host: str, auth: bool) -> None:
-    if host not in LOOPBACK_HOSTS and not auth:
+    if not is_loopback(host) and not auth:
         raise ServerError(f"HOST={host!r} would serve beyond this machine without a login; "
-                          f"allowed: {' | '.join(LOOPBACK_HOSTS)}, or any host with AUTH=1")
+                          "allowed: a loopback host (127.0.0.1 | localhost | ::1), or any host "
+                          "with AUTH=1")
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -209,14 +220,14 @@ def serve(db: str, host: str, port: int, artifacts: Path, auth: bool, state: Pat
     if auth:
         cmd += ["--app-name", "basic-auth"]
     url = f"http://{url_host(probe_host(host))}:{port}"
-    public = host if host in LOOPBACK_HOSTS else socket.getfqdn()
+    public = host if is_loopback(host) else socket.getfqdn()
     login = (f"; log in as MLFLOW_TRACKING_USERNAME={ADMIN_USER} with "
              f"MLFLOW_TRACKING_PASSWORD=<${PASSWORD_VAR}>") if auth else ""
-    _foreground("mlflow server", cmd, log, env,
+    foreground("mlflow server", cmd, log, env,
                 lambda proc: wait_healthy(proc, url, log, READY_TIMEOUT),
                 lambda: f"MLflow server ready in {time.monotonic() - started:.1f} s: "
                         f"MLFLOW_TRACKING_URI=http://{url_host(public)}:{port}{login} "
-                        f"(log: {_shown(log)}; Ctrl-C stops it)",
+                        f"(log: {shown_path(log)}; Ctrl-C stops it)",
                 shown=lambda text: text.replace(db, redact(db)))
 
 
@@ -240,10 +251,10 @@ def ui(uri: str, experiment: str, port: int) -> None:
             raise ServerError(f"{err}; port {port} in use? try `make ui UI_PORT={port + 1}`"
                               ) from err
 
-    _foreground("mlflow ui", cmd, log, env, ready,
+    foreground("mlflow ui", cmd, log, env, ready,
                 lambda: f"MLflow UI: {runs_link(base, opened.id)}\n"
                         f"  (experiment {experiment!r}; Ctrl-C stops it; its log is "
-                        f"{_shown(log)})\n  The UI keeps to its training views on every page "
+                        f"{shown_path(log)})\n  The UI keeps to its training views on every page "
                         "once switched: click 'GenAI' and then 'Model training' at the top left")
 
 
@@ -262,95 +273,11 @@ def serve_model(uri: str, name: str, run_id: str | None, port: int) -> None:
            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
     cmd = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", model, "--env-manager",
            "local", "--host", "127.0.0.1", "--port", str(port)]
-    _foreground("mlflow models serve", cmd, log, env,
+    foreground("mlflow models serve", cmd, log, env,
                 lambda proc: wait_healthy(proc, base, log, READY_TIMEOUT, "mlflow models serve"),
                 lambda: f"serving {model} at {base} (Ctrl-C stops it; its log is "
-                        f"{_shown(log)}):\n  curl -s {base}/invocations -H 'Content-Type: "
+                        f"{shown_path(log)}):\n  curl -s {base}/invocations -H 'Content-Type: "
                         f"application/json' -d '{body}'")
-
-
-# `make cluster`: every port a node listens on for other nodes is fixed, so that a firewall can
-# open exactly these (the worker ports: a range) and nothing else.
-RAY_PORTS = {"--node-manager-port": 6380, "--object-manager-port": 6381,
-             "--runtime-env-agent-port": 6382, "--dashboard-agent-grpc-port": 6383,
-             "--dashboard-agent-listen-port": 6384, "--metrics-export-port": 6385,
-             "--min-worker-port": 10002, "--max-worker-port": 10031}
-RAY_HEAD_PORTS = {"--port": 6379, "--ray-client-server-port": 10001}
-RAY_TOKEN = Path.home() / ".ray" / "auth_token"  # where Ray keeps its token by default
-
-
-def ray_command(role: str, node_ip: str, address: str | None = None,
-                temp_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
-    """`ray start` for a head or a worker node, safe by default: Ray's token authentication
-    on (every node and driver needs the head's token), usage stats off, no dashboard, fixed
-    ports, in the foreground (``--block``). A head on a loopback address is kept on it (Ray
-    would otherwise listen on the machine's network address); it is then a one-machine
-    cluster."""
-    ray = str(Path(sys.executable).with_name("ray"))
-    argv = [ray, "start", f"--node-ip-address={node_ip}", "--include-dashboard=false",
-            "--disable-usage-stats", "--block",
-            *(f"{flag}={port}" for flag, port in RAY_PORTS.items())]
-    env = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
-    if role == "head":
-        argv[2:2] = ["--head", *(f"{flag}={port}" for flag, port in RAY_HEAD_PORTS.items())]
-        if ipaddress_loopback(node_ip):
-            env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    else:
-        argv[2:2] = [f"--address={address}"]
-    if temp_dir is not None:
-        argv.append(f"--temp-dir={temp_dir}")
-    return argv, env
-
-
-def ipaddress_loopback(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def ray_node(role: str, node_ip: str, address: str | None = None,
-             temp_dir: Path | None = None) -> None:
-    """A Ray node of `make cluster` in the foreground, until a signal stops it and every
-    process it started; prints how to join it and how to run a sweep on it."""
-    argv, extra = ray_command(role, node_ip, address, temp_dir)
-    env = {**os.environ, **extra}
-    if role == "worker" and not address:
-        raise ServerError("a worker node needs RAY_ADDRESS=<head>:6379")
-    if not env.get("RAY_AUTH_TOKEN") and not RAY_TOKEN.exists():
-        if role == "worker":
-            raise ServerError(f"a worker node needs the head's token: copy the head's "
-                              f"{RAY_TOKEN} here, or export RAY_AUTH_TOKEN")
-        subprocess.run([argv[0], "get-auth-token", "--generate"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        RAY_TOKEN.chmod(0o600)
-    log = OUTPUTS / f"ray-{role}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    head = address or f"{node_ip}:{RAY_HEAD_PORTS['--port']}"
-    _foreground("ray start", argv, log, env,
-                lambda proc: _wait_for_line(proc, log, "Ray runtime started", READY_TIMEOUT),
-                lambda: f"Ray {role} node on {node_ip} (token authentication on; its log is "
-                        f"{_shown(log)}; Ctrl-C stops it)\n"
-                        f"  sweeps: RAY_ADDRESS={head} make sweep LAUNCHER=ray, with the token "
-                        f"in {RAY_TOKEN} or RAY_AUTH_TOKEN"
-                        + ("" if ipaddress_loopback(node_ip) or role == "worker" else
-                           f"\n  another machine joins with: RAY_ADDRESS={head} make "
-                           "cluster-worker NODE_IP=<its address>, its token copied from this "
-                           "one"))
-
-
-def _wait_for_line(proc: subprocess.Popen, log: Path, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text(errors="replace"):
-        if proc.poll() is not None:
-            raise ServerError(f"ray start exited with code {proc.returncode}: "
-                              f"{log_tail(log)} (log: {log})")
-        if time.monotonic() > deadline:
-            raise ServerError(f"ray start did not report its node started within "
-                              f"{timeout:.0f} s (log: {log})")
-        time.sleep(0.2)
 
 
 def runs_link(base: str, experiment_id: str, view: str = "annlab-best") -> str:
@@ -361,7 +288,7 @@ def runs_link(base: str, experiment_id: str, view: str = "annlab-best") -> str:
             f"workflowType=machine_learning&viewStateShareKey={view}")
 
 
-def _foreground(name: str, cmd: list[str], log: Path, env: dict[str, str],
+def foreground(name: str, cmd: list[str], log: Path, env: dict[str, str],
                 ready: Callable[[subprocess.Popen], None], announce: Callable[[], str],
                 shown: Callable[[str], str] = lambda text: text) -> None:
     """``cmd`` in a process group of its own until a signal: once ``ready(proc)`` returns, the
@@ -392,7 +319,7 @@ def _start(cmd: list[str], log: Path, env: dict[str, str], shown=lambda text: te
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def _shown(path: Path) -> Path:
+def shown_path(path: Path) -> Path:
     return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 

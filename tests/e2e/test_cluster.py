@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from annlab.services import RAY_HEAD_PORTS, RAY_PORTS
+from annlab.cluster import RAY_HEAD_PORTS, RAY_PORTS
 from tests.servers import assert_loopback_only, descendants, listeners, short_tempdir
 
 REPO = Path(__file__).resolve().parents[2]

@@ -54,8 +54,8 @@ def _png_chunks(path):
     return chunks
 
 
-def test_figures_carry_no_time_or_software_metadata(fast_cfg, tmp_path):
-    result = run_experiment(fast_cfg(), [], tmp_path)
+def test_figures_carry_no_time_or_software_metadata(fast_spec, tmp_path):
+    result = run_experiment(fast_spec(), [], tmp_path)
     for key in ("misclassification", "boundary_final"):
         assert set(_png_chunks(result.figures[key])) <= {"IHDR", "PLTE", "IDAT", "IEND",
                                                           "pHYs", "tRNS"}
@@ -74,9 +74,9 @@ def _reproduce(uri, run_id, **env):
                           timeout=300)
 
 
-def test_a_fresh_run_reproduces_identically_and_the_verdict_is_tracked(fast_cfg, store_uri,
+def test_a_fresh_run_reproduces_identically_and_the_verdict_is_tracked(fast_spec, store_uri,
                                                                         tmp_path):
-    result = run_experiment(fast_cfg(), [], tmp_path)
+    result = run_experiment(fast_spec(), [], tmp_path)
     out = _reproduce(store_uri, result.run_id, OPENBLAS_NUM_THREADS="1")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "\nidentical: " in out.stdout
@@ -87,9 +87,9 @@ def test_a_fresh_run_reproduces_identically_and_the_verdict_is_tracked(fast_cfg,
     assert client.get_run(result.run_id).info.status == "FINISHED"  # original untouched
 
 
-def test_altered_metrics_are_reported_with_the_first_differing_epoch(fast_cfg, store_uri,
+def test_altered_metrics_are_reported_with_the_first_differing_epoch(fast_spec, store_uri,
                                                                       tmp_path):
-    result = run_experiment(fast_cfg(), [], tmp_path)
+    result = run_experiment(fast_spec(), [], tmp_path)
     client = MlflowClient(store_uri)
     client.log_metric(result.run_id, "val_loss", 123.0, step=7)
     client.log_metric(result.run_id, "test_accuracy", 0.5)
@@ -100,8 +100,8 @@ def test_altered_metrics_are_reported_with_the_first_differing_epoch(fast_cfg, s
     assert "different:" in out.stdout
 
 
-def test_an_altered_config_is_reported(fast_cfg, store_uri, tmp_path):
-    result = run_experiment(fast_cfg(), [], tmp_path)
+def test_an_altered_config_is_reported(fast_spec, store_uri, tmp_path):
+    result = run_experiment(fast_spec(), [], tmp_path)
     client = MlflowClient(store_uri)
     cfg = OmegaConf.load(client.download_artifacts(result.run_id, "config/config.yaml",
                                                    str(tmp_path)))
@@ -112,12 +112,11 @@ def test_an_altered_config_is_reported(fast_cfg, store_uri, tmp_path):
     assert "config hash: recorded" in out.stdout and "train_loss: first differs" in out.stdout
 
 
-def test_sweep_children_reproduce(fast_cfg, store_uri, tmp_path):
-    cfg = fast_cfg()
-    experiment = tracking.open(store_uri, cfg.tracking.experiment)
+def test_sweep_children_reproduce(fast_spec, store_uri, tmp_path):
+    experiment = tracking.open(store_uri, fast_spec().tracking.experiment)
     parent, _ = experiment.parent_run({"annlab.sweep": "t"}, "p", "tests")
-    cfg.tracking.parent_run_id, cfg.tracking.sweep = parent.run_id, "t"
-    child = run_experiment(cfg, [], tmp_path)
+    child = run_experiment(fast_spec(f"tracking.parent_run_id={parent.run_id}",
+                                     "tracking.sweep=t"), [], tmp_path)
     out = _reproduce(store_uri, child.run_id)
     assert out.returncode == 0 and "identical" in out.stdout, out.stdout + out.stderr
 
@@ -143,10 +142,10 @@ def test_make_figures_twice_gives_the_same_bytes(store_uri, tmp_path):
     assert digests[0] == digests[1]
 
 
-def test_readme_figures_are_what_the_code_makes(compose_cfg, tmp_path):
+def test_readme_figures_are_what_the_code_makes(resolved, tmp_path):
     docs = Path(default_paths().docs)
     record = json.loads((docs / "figures.json").read_text())
-    built = render(compose_cfg(["experiment=figure2"]), tmp_path)
+    built = render(resolved(["experiment=figure2"]), tmp_path)
     same_platform = (record["platform"] == platform_info()["fingerprint"]
                      and record["lock_hash"] == file_hash(LOCK_FILE))
     for name, path in built.items():
@@ -156,14 +155,14 @@ def test_readme_figures_are_what_the_code_makes(compose_cfg, tmp_path):
             assert hashlib.sha256(path.read_bytes()).hexdigest() == record["files"][name]
 
 
-def test_a_diverged_run_reproduces_up_to_the_same_epoch(fast_cfg, store_uri, tmp_path):
+def test_a_diverged_run_reproduces_up_to_the_same_epoch(fast_spec, store_uri, tmp_path):
     from annlab.network import DivergenceError
 
-    cfg = fast_cfg("model.activation=relu", "train.learning_rate=5000")
+    spec = fast_spec("model.activation=relu", "train.learning_rate=5000")
     with pytest.raises(DivergenceError) as info:
-        run_experiment(cfg, [], tmp_path)
+        run_experiment(spec, [], tmp_path)
     (run,) = MlflowClient(store_uri).search_runs(
-        [tracking.open(store_uri, cfg.tracking.experiment).id])
+        [tracking.open(store_uri, spec.tracking.experiment).id])
     out = _reproduce(store_uri, run.info.run_id)
     assert out.returncode == 0, out.stdout + out.stderr
     epoch = info.value.epoch
@@ -172,8 +171,8 @@ def test_a_diverged_run_reproduces_up_to_the_same_epoch(fast_cfg, store_uri, tmp
             "data hash, 3 dataset digests, config hash") in out.stdout
 
 
-def test_what_cannot_be_reproduced_is_refused_in_one_line(fast_cfg, store_uri, tmp_path):
-    result = run_experiment(fast_cfg(), [], tmp_path)
+def test_what_cannot_be_reproduced_is_refused_in_one_line(fast_spec, store_uri, tmp_path):
+    result = run_experiment(fast_spec(), [], tmp_path)
     client = MlflowClient(store_uri)
     client.update_run(result.run_id, status="RUNNING")  # its writer (this process) lives
     out = _reproduce(store_uri, result.run_id)

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -12,7 +13,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from annlab.config import ConfigError
 from annlab.model_io import features
 from annlab.network import DivergenceError
 from annlab.pipeline import run_experiment
@@ -30,39 +30,70 @@ def _runs(uri, experiment):
     return [] if exp is None else MlflowClient(uri).search_runs([exp.experiment_id])
 
 
-def test_a_run_records_everything_design_names(fast_cfg, store_uri, experiment, tmp_path):
-    result = run_experiment(fast_cfg(), ["train.epochs=60"], tmp_path)
-    client = MlflowClient(store_uri)
-    run = client.get_run(result.run_id)
+@pytest.fixture(scope="module")
+def recorded(resolved, store_uri, tmp_path_factory):
+    """One default run (quick settings) tracked into the test store: (result, MLflow run)."""
+    from tests.conftest import FAST
+
+    experiment = f"test-run-{uuid.uuid4().hex[:8]}"
+    spec = resolved([*FAST, f"tracking.uri={store_uri}", f"tracking.experiment={experiment}"])
+    result = run_experiment(spec, ["train.epochs=60"], tmp_path_factory.mktemp("recorded"))
+    return result, MlflowClient(store_uri).get_run(result.run_id)
+
+
+def test_a_run_is_named_and_its_params_are_the_resolved_config(recorded):
+    _, run = recorded
     assert run.info.status == "FINISHED" and run.info.run_name == "tanh-h10-lr0.5"
     p = run.data.params
     assert (p["model.activation"], p["model.hidden_nodes"], p["train.epochs"], p["seed"]) == \
         ("tanh", "10", "60", "0")
+
+
+def test_each_curve_has_a_point_at_every_epoch(recorded, store_uri):
+    _, run = recorded
     for key in ("train_misclassification", "val_misclassification", "train_loss", "val_loss"):
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        steps = [m.step for m in MlflowClient(store_uri).get_metric_history(run.info.run_id,
+                                                                            key)]
         assert sorted(steps) == list(range(1, 61))
+
+
+def test_the_final_scores_are_logged_once(recorded):
+    result, run = recorded
     for key in ("train_accuracy", "val_accuracy", "test_accuracy", "test_misclassification"):
         assert run.data.metrics[key] == pytest.approx(result.scores[key])
     assert run.data.metrics["test_accuracy"] + run.data.metrics["test_misclassification"] == 1
+
+
+def test_the_tags_name_the_hashes_and_the_commit(recorded, store_uri):
+    _, run = recorded
     tags = run.data.tags
     assert len(tags["annlab.data_hash"]) == 64 and len(tags["annlab.config_hash"]) == 16
-    head = _git("rev-parse", "HEAD").strip()
+    assert tags["mlflow.source.git.commit"] == _git("rev-parse", "HEAD").strip()
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no").strip())
-    assert tags["mlflow.source.git.commit"] == head
     assert tags["annlab.git_dirty"] == str(dirty)
-    env_files = {a.path for a in client.list_artifacts(run.info.run_id, "environment")}
+    env_files = {a.path for a in MlflowClient(store_uri).list_artifacts(run.info.run_id,
+                                                                        "environment")}
     assert ("environment/git.diff" in env_files) == dirty
     assert "environment/environment.json" in env_files
+
+
+def test_the_config_figures_and_data_are_artifacts(recorded, store_uri, tmp_path):
+    _, run = recorded
+    client = MlflowClient(store_uri)
     files = {a.path for d in ("config", "figures", "data")
              for a in client.list_artifacts(run.info.run_id, d)}
     assert {"config/config.yaml", "config/overrides.yaml", "figures/misclassification.png",
             "figures/boundary.gif", "figures/boundary_final.png", "data/splits.npz"} <= files
-    local = Path(client.download_artifacts(run.info.run_id, "figures", str(tmp_path / "dl")))
+    local = Path(client.download_artifacts(run.info.run_id, "figures", str(tmp_path)))
     assert Image.open(local / "boundary.gif").n_frames == 5
-    # The model: an MLflow 3 logged model named "model", loaded without unpickling anything.
+
+
+def test_the_model_is_a_logged_model_linked_to_its_metrics_and_datasets(recorded, store_uri):
+    _, run = recorded
     (output,) = run.outputs.model_outputs
-    logged = client.get_logged_model(output.model_id)
+    logged = MlflowClient(store_uri).get_logged_model(output.model_id)
     assert logged.name == "model" and logged.source_run_id == run.info.run_id
+    assert logged.tags["annlab.run_name"] == run.info.run_name
     linked = {m.key: m for m in logged.metrics}
     assert set(linked) >= {"test_accuracy", "train_accuracy", "val_misclassification"}
     digests = {i.tags[0].value: i.dataset.digest for i in run.inputs.dataset_inputs}
@@ -70,42 +101,45 @@ def test_a_run_records_everything_design_names(fast_cfg, store_uri, experiment, 
         assert (linked[key].dataset_name, linked[key].dataset_digest) == ("make_moons",
                                                                           digests[split])
     assert linked["val_misclassification"].step == 60  # the curve's last point, not a new one
-    assert logged.tags["annlab.run_name"] == run.info.run_name
+
+
+def test_the_model_loads_without_unpickling_and_predicts(recorded, store_uri):
+    _, run = recorded
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     X = np.array([[-1.0, 0.5], [2.0, -0.3]])
     assert list(model.predict(features(X))) == [0, 1]
-    assert model.metadata.signature is not None
+    assert [c.name for c in model.metadata.signature.inputs.inputs] == ["x1", "x2"]
+    logged = MlflowClient(store_uri).get_logged_model(run.outputs.model_outputs[0].model_id)
     stored = Path(logged.artifact_location.removeprefix("file://"))
     assert "annlab.model_io" in (stored / "MLmodel").read_text()
-    requirements = (stored / "requirements.txt").read_text().split()
-    assert all("==" in r for r in requirements)  # every one pinned, annlab's version too
-    assert {r.split("==")[0] for r in requirements} >= {"annlab", "numpy", "scikit-learn"}
-    assert [c.name for c in model.metadata.signature.inputs.inputs] == ["x1", "x2"]
     assert sorted(p.name for p in stored.rglob("*") if p.is_file() and "pkl" in p.name) == []
 
 
-def test_a_bad_config_creates_no_run(fast_cfg, store_uri, experiment, tmp_path):
-    with pytest.raises(ConfigError, match="train.learning_rate"):
-        run_experiment(fast_cfg("train.learning_rate=-1"), [], tmp_path)
-    assert _runs(store_uri, experiment) == []
+def test_the_models_requirements_are_pinned(recorded, store_uri):
+    _, run = recorded
+    logged = MlflowClient(store_uri).get_logged_model(run.outputs.model_outputs[0].model_id)
+    stored = Path(logged.artifact_location.removeprefix("file://"))
+    requirements = (stored / "requirements.txt").read_text().split()
+    assert all("==" in r for r in requirements)  # every one pinned, annlab's version too
+    assert {r.split("==")[0] for r in requirements} >= {"annlab", "numpy", "scikit-learn"}
 
 
-def test_a_diverging_run_is_failed_with_its_reason_and_curves(fast_cfg, store_uri, tmp_path):
-    cfg = fast_cfg("train.learning_rate=1e300")  # the L2 penalty overflows at once
+def test_a_diverging_run_is_failed_with_its_reason_and_curves(fast_spec, store_uri, tmp_path):
+    spec = fast_spec("train.learning_rate=1e300")  # the L2 penalty overflows at once
     with pytest.raises(DivergenceError) as info:
-        run_experiment(cfg, [], tmp_path)
-    (run,) = _runs(store_uri, cfg.tracking.experiment)
+        run_experiment(spec, [], tmp_path)
+    (run,) = _runs(store_uri, spec.tracking.experiment)
     assert run.info.status == "FAILED"
     assert run.data.tags["annlab.failure"].startswith(f"diverged at epoch {info.value.epoch}")
     history = MlflowClient(store_uri).get_metric_history(run.info.run_id, "train_loss")
     assert info.value.epoch == 1 and history == []
 
 
-def test_figure2_reproduces_the_posts_headline(compose_cfg, store_uri, experiment, tmp_path):
-    cfg = compose_cfg(["experiment=figure2", f"tracking.uri={store_uri}",
-                       f"tracking.experiment={experiment}", "plot.frames=3", "plot.dpi=30",
-                       "plot.grid_size=20"])
-    result = run_experiment(cfg, [], tmp_path)
+def test_figure2_reproduces_the_posts_headline(resolved, store_uri, experiment, tmp_path):
+    spec = resolved(["experiment=figure2", f"tracking.uri={store_uri}",
+                     f"tracking.experiment={experiment}", "plot.frames=3", "plot.dpi=30",
+                     "plot.grid_size=20"])
+    result = run_experiment(spec, [], tmp_path)
     assert result.scores["train_accuracy"] >= 0.97
 
 

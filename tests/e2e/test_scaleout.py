@@ -135,19 +135,19 @@ def live_server(server):
 
 
 @pytest.fixture(scope="module")
-def server_run(server, compose_cfg, tmp_path_factory):
-    """One run of `make run` through the server, in this process: (config, result)."""
+def server_run(server, resolved, tmp_path_factory):
+    """One run of `make run` through the server, in this process: (its spec, result)."""
     experiment = f"scaleout-run-{uuid.uuid4().hex[:8]}"
     overrides = [*TINY, "train.epochs=12", f"tracking.uri={server.url}",
                  f"tracking.experiment={experiment}"]
-    cfg = compose_cfg(overrides)
-    return cfg, run_experiment(cfg, overrides, tmp_path_factory.mktemp("scaleout-run"))
+    spec = resolved(overrides)
+    return spec, run_experiment(spec, overrides, tmp_path_factory.mktemp("scaleout-run"))
 
 
 def test_a_run_and_a_sweep_log_through_the_server_into_postgresql(
         live_server, server_run, postgres, tmp_path, experiment, global_tracking_uri):
     server = live_server
-    cfg, result = server_run
+    spec, result = server_run
     client = MlflowClient(server.url)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == result.run_name
@@ -166,7 +166,7 @@ def test_a_run_and_a_sweep_log_through_the_server_into_postgresql(
     # The logged model loads from the server and predicts as the run scored.
     with global_tracking_uri(server.url):  # runs:/ resolves through MLflow's global URI
         model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
-    splits = build_data(cfg)
+    splits = build_data(spec)
     accuracy = np.mean(np.asarray(model.predict(features(splits.X_test))) == splits.y_test)
     assert accuracy == pytest.approx(result.scores["test_accuracy"])
 
@@ -208,7 +208,7 @@ def test_a_run_and_a_sweep_log_through_the_server_into_postgresql(
 
 def test_reproduce_and_ui_work_against_the_server(live_server, server_run):
     server = live_server
-    cfg, result = server_run
+    spec, result = server_run
     out = run_cli([sys.executable, "-m", "pipelines.reproduce", result.run_id, "--uri", server.url])
     assert out.returncode == 0, out.stdout + out.stderr
     assert "identical" in out.stdout
@@ -218,7 +218,7 @@ def test_reproduce_and_ui_work_against_the_server(live_server, server_run):
     assert verdict.info.status == "FINISHED" and verdict.info.run_id in out.stdout
 
     # `make ui` over a server: the server's own link, and no UI of its own (it returns).
-    out = run_cli([sys.executable, "-m", "pipelines.ui", "--experiment", cfg.tracking.experiment],
+    out = run_cli([sys.executable, "-m", "pipelines.ui", "--experiment", spec.tracking.experiment],
                   timeout=60, env={**os.environ, "MLFLOW_TRACKING_URI": server.url})
     assert out.returncode == 0, out.stderr
     link = (f"{server.url}/#/experiments/{result.experiment_id}/runs"
@@ -233,11 +233,11 @@ def test_a_run_is_registered_and_served_through_the_server(live_server, server_r
     from tests.e2e.test_serving import post, serve, stop
 
     server = live_server
-    cfg, result = server_run
+    spec, result = server_run
     out = run_cli([sys.executable, "-m", "pipelines.register", result.run_id, "--uri",
                    server.url])
     assert out.returncode == 0, out.stderr
-    name = f"{cfg.tracking.experiment}-moons"
+    name = f"{spec.tracking.experiment}-moons"
     assert out.stdout.startswith(f"registered {name} version 1 ")
     champion = MlflowClient(server.url).get_model_version_by_alias(name, "champion")
     assert champion.run_id == result.run_id
@@ -247,7 +247,7 @@ def test_a_run_is_registered_and_served_through_the_server(live_server, server_r
     assert count == 1
     proc, base, _ = serve(server.url, "--model", name)
     try:
-        X = build_data(cfg).X_test[:4]
+        X = build_data(spec).X_test[:4]
         answer = post(base, {"dataframe_split": {"columns": ["x1", "x2"], "data": X.tolist()}})
         assert answer.status_code == 200 and len(answer.json()["predictions"]) == 4
     finally:

@@ -55,20 +55,20 @@ def post(base, payload, content="application/json"):
 
 
 @pytest.fixture
-def champion(fast_cfg, store_uri, tmp_path):
-    """A fast run, registered: (its config, result, registration)."""
-    cfg = fast_cfg()
-    result = run_experiment(cfg, [], tmp_path)
-    return cfg, result, tracking.register(tracking.connect(store_uri), result.run_id)
+def champion(fast_spec, store_uri, tmp_path):
+    """A fast run, registered: (its spec, result, registration)."""
+    spec = fast_spec()
+    result = run_experiment(spec, [], tmp_path)
+    return spec, result, tracking.register(tracking.connect(store_uri), result.run_id)
 
 
 def test_the_champion_served_answers_as_the_estimator_and_refuses_bad_requests(
         champion, store_uri, tmp_path):
-    cfg, result, registered = champion
+    spec, result, registered = champion
     assert registered.champion == registered.version
     run = tracking.Run(tracking.connect(store_uri), result.run_id)
     estimator = load_weights(run.download_model_file(names.WEIGHTS_FILE, tmp_path / "w"))
-    splits = build_data(cfg)
+    splits = build_data(spec)
     X = splits.X_test  # raw features: the served model standardises them as in training
     assert splits.standardize
 

@@ -49,13 +49,13 @@ def mlflow_server(tmp_path_factory):
         proc.wait(timeout=30)
 
 
-def test_a_run_tracks_into_an_mlflow_server(mlflow_server, fast_cfg, tmp_path,
+def test_a_run_tracks_into_an_mlflow_server(mlflow_server, fast_spec, tmp_path,
                                             global_tracking_uri):
     import mlflow.pyfunc
 
     from annlab.pipeline import run_experiment
 
-    result = run_experiment(fast_cfg(f"tracking.uri={mlflow_server}"), [], tmp_path)
+    result = run_experiment(fast_spec(f"tracking.uri={mlflow_server}"), [], tmp_path)
     client = MlflowClient(mlflow_server)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and len(

@@ -169,7 +169,7 @@ def test_bad_input_is_one_line_and_creates_nothing(tmp_path):
     out = _tune(tmp_path, "tune.n_trials=0")
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
-        "error: invalid config: tune.n_trials=0; allowed: an integer >= 1"]
+        "error: invalid config: tune.n_trials=0; allowed: an integer from 1 to 100,000"]
     assert not (tmp_path / "optuna.db").exists()
     assert _runs(tmp_path)[1:] == ([], [])
 

@@ -23,11 +23,11 @@ TINY = ["train.epochs=30", "plot.frames=6", "plot.image_steps=3", "plot.grid_siz
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory, compose_cfg):
+def ui(tmp_path_factory, resolved):
     """A store with one run and a 4-config sweep, and `make ui` serving it."""
     root = tmp_path_factory.mktemp("ui")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    run = run_experiment(compose_cfg([*TINY, f"tracking.uri={uri}"]), [], root / "run")
+    run = run_experiment(resolved([*TINY, f"tracking.uri={uri}"]), [], root / "run")
     sweep = subprocess.run(
         [sys.executable, "-m", "pipelines.run", "sweep=default", *TINY, "hydra/launcher=basic",
          "model.activation=tanh,relu", "model.hidden_nodes=2,10", "train.learning_rate=0.5",

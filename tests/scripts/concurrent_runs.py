@@ -2,7 +2,7 @@
 
     python tests/scripts/concurrent_runs.py <conf dir> <out dir> <n> [overrides...]
 
-Used by tests/test_scaleout.py. The processes are forked once the imports are done, so that
+Used by tests/e2e/test_scaleout.py. The processes are forked once the imports are done, so that
 they really overlap.
 """
 
@@ -15,17 +15,18 @@ from hydra import compose, initialize_config_dir
 
 import pipelines  # noqa: F401  (the config schema)
 from annlab.pipeline import run_experiment
+from annlab.spec import resolve
 
 conf, out, n, *overrides = sys.argv[1:]
 with initialize_config_dir(config_dir=conf, version_base="1.3"):
-    cfgs = [compose(config_name="config", overrides=[*overrides, f"seed={k}"])
-            for k in range(int(n))]
+    specs = [resolve(compose(config_name="config", overrides=[*overrides, f"seed={k}"]))
+             for k in range(int(n))]
 children = []
-for k, cfg in enumerate(cfgs):  # imports are done: each child only runs and tracks
+for k, spec in enumerate(specs):  # imports are done: each child only runs and tracks
     if (pid := os.fork()) == 0:
         code = 1
         try:
-            result = run_experiment(cfg, [], Path(out) / str(k))
+            result = run_experiment(spec, [], Path(out) / str(k))
             # One write of the whole line: the processes share the pipe.
             sys.stdout.write(json.dumps({"seed": k, "run_id": result.run_id}) + "\n")
             sys.stdout.flush()

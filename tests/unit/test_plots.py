@@ -1,6 +1,8 @@
-"""Figures: files that open, frames that follow the snapshots, bytes that repeat."""
+"""Figures: files that open, frames that follow the snapshots, bytes that repeat; summary
+figures that stay readable as grids grow."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image, ImageSequence
 
@@ -10,9 +12,8 @@ from annlab.network import NeuralNetClassifier
 
 
 @pytest.fixture(scope="module")
-def trained():
-    splits = make_splits({"name": "moons", "n_samples": 200, "noise": 0.2, "train_fraction": 0.6,
-                          "val_fraction": 0.2}, seed=0)
+def trained(resolved):
+    splits = make_splits(resolved(["data.n_samples=200", "data.standardize=false"]).data, 0)
     model = NeuralNetClassifier(hidden_nodes=5, epochs=40, random_state=0)
     snapshots = training.train(model, splits, training.frame_epochs(40, 6))
     return model, splits, snapshots, training.history_frame(model)
@@ -25,11 +26,6 @@ def _render(trained, out):
                           splits.y_train, model.classes_, out / "b.gif", out / "b.png",
                           grid_size=30, fps=5, width=4, height=3, dpi=50)
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
-
-
-def test_frame_epochs_spread_and_end_on_the_last():
-    assert list(training.frame_epochs(1000, 5)) == [1, 251, 500, 750, 1000]
-    assert list(training.frame_epochs(3, 10)) == [1, 2, 3]
 
 
 def test_figures_open_with_the_right_frames_and_repeat_bytewise(trained, tmp_path):
@@ -87,3 +83,41 @@ def test_probability_grid_matches_the_model_at_the_last_snapshot(trained):
     ys = extent[3] - (np.arange(7) + 0.5) / 7 * (extent[3] - extent[2])
     grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
     np.testing.assert_allclose(probs[-1].reshape(-1, 2), model.predict_proba(grid), rtol=1e-12)
+
+
+@pytest.mark.parametrize("activations, datasets", [(1, 1), (3, 1), (3, 4)])
+def test_heatmaps_wrap_into_rows_and_stay_readable_at_1600_pixels(tmp_path, activations,
+                                                                     datasets):
+    cells = pd.DataFrame(np.linspace(0, 0.5, 25).reshape(5, 5), index=[2, 4, 8, 16, 32],
+                         columns=[0.01, 0.05, 0.1, 0.5, 1.0])
+    panels = {f"d{d} a{a}": cells for d in range(datasets) for a in range(activations)}
+    path = plots.plot_heatmaps(panels, "title", tmp_path / "h.png")
+    with Image.open(path) as image:
+        width, height = image.size
+    n = len(panels)
+    assert width <= 1600 and 0.25 < height / width < 3
+    columns = min(n, plots.MAX_PANEL_COLUMNS)
+    assert height > (n // columns) * 250  # a row of panels per MAX_PANEL_COLUMNS of them
+
+
+def test_curves_that_oscillate_are_drawn_underneath_the_others(tmp_path):
+    epochs = np.arange(1, 201)
+    smooth = pd.Series(0.5 * np.exp(-epochs / 40), index=epochs)
+    rough = pd.Series(np.where(epochs % 2, 0.1, 0.5), index=epochs)
+    below, above = plots.curve_style(rough, "lr5"), plots.curve_style(smooth, "lr0.5")
+    assert below["zorder"] < above["zorder"] and below["alpha"] < above["alpha"]
+    assert below["label"] == "lr5 (oscillates)" and above["label"] == "lr0.5"
+    path = plots.plot_curves({"tanh": {"lr0.5": smooth, "lr5": rough}}, "t", tmp_path / "c.png")
+    with Image.open(path) as image:
+        assert image.width < 1600
+
+
+def test_tiles_are_named_and_fit_1600_pixels(tmp_path):
+    sources = {}
+    for k in range(25):
+        sources[f"run-{k}"] = tmp_path / f"{k}.png"
+        Image.new("RGB", (512, 384), (k * 10, 0, 0)).save(sources[f"run-{k}"])
+    with Image.open(plots.tile_images(sources, tmp_path / "t.png")) as sheet:
+        assert sheet.width <= 1600 and sheet.height > sheet.width * 0.6  # 5 rows of 5
+        assert sheet.getpixel((10, sheet.height - 10))[0] == 200  # tile 20 starts the last row
+        assert sheet.getpixel((sheet.width - 10, sheet.height - 10))[0] == 240  # and 24 ends it

@@ -51,31 +51,3 @@ def test_auth_without_a_password_is_refused(capsys, tmp_path, monkeypatch):
     err = refusal(capsys, "--auth", "--port", str(free_port()), "--state-dir", str(tmp_path),
                   "--artifacts", str(tmp_path / "artifacts"))
     assert "MLFLOW_AUTH_ADMIN_PASSWORD" in err and "no default" in err
-
-
-def test_the_ray_recipe_is_safe_by_default():
-    from annlab.services import RAY_HEAD_PORTS, RAY_PORTS, ray_command
-
-    head, head_env = ray_command("head", "10.0.0.5")
-    worker, worker_env = ray_command("worker", "10.0.0.6", "10.0.0.5:6379")
-    for argv, env in ((head, head_env), (worker, worker_env)):
-        assert argv[1] == "start" and "--block" in argv  # in the foreground: Ctrl-C stops it
-        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_USAGE_STATS_ENABLED"] == "0"
-        assert "--disable-usage-stats" in argv and "--include-dashboard=false" in argv
-        assert {f"{flag}={port}" for flag, port in RAY_PORTS.items()} <= set(argv)
-    assert "--head" in head and f"--port={RAY_HEAD_PORTS['--port']}" in head
-    assert "--node-ip-address=10.0.0.5" in head and "--address=10.0.0.5:6379" in worker
-    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in head_env  # a real cluster may grow
-    _, loopback = ray_command("head", "127.0.0.1")
-    assert loopback["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"  # kept on loopback
-
-
-def test_a_worker_without_the_heads_token_is_refused(capsys, monkeypatch, tmp_path):
-    from pipelines.cluster import main as cluster
-
-    monkeypatch.setattr("annlab.services.RAY_TOKEN", tmp_path / "none")
-    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
-    with pytest.raises(SystemExit) as info:
-        cluster(["worker", "--address", "10.0.0.5:6379", "--node-ip", "10.0.0.6"])
-    assert info.value.code == 1
-    assert "needs the head's token" in capsys.readouterr().err

@@ -1,103 +1,73 @@
-"""The study's settings and Optuna: the search space and its checks, seeded suggestions,
-shared budgets, and the two private attributes annlab.study reads (pinned here)."""
+"""The study and Optuna: where it lives, seeded suggestions, shared budgets, and the two private
+attributes annlab.study reads (pinned here). Its settings' checks: tests/unit/test_spec.py."""
+
+import dataclasses
 
 import optuna
 import pytest
-from omegaconf import OmegaConf
 
 from annlab import study as tune
 from annlab.config import ConfigError
 
-# -- the search space and its checks ---------------------------------------------------------
 
-@pytest.mark.parametrize("override, key", [
-    ("tune.n_trials=0", "tune.n_trials"),
-    ("tune.sampler=grid", "tune.sampler"),
-    ("tune.pruner.name=hyperband", "tune.pruner.name"),
-    ("tune.report_every=0", "tune.report_every"),
-    ("tune.space.train.learning_rate.low=20", "tune.space.train.learning_rate.low/high"),
-    ("tune.space.model.hidden_nodes.high=2", "tune.space.model.hidden_nodes.low/high"),
-    ("tune.space.train.reg_lambda.low=0", "tune.space.train.reg_lambda.low"),
-    ("tune.space.model.activation.choices=[]", "tune.space.model.activation.choices"),
-])
-def test_a_bad_search_setting_names_its_key_and_what_is_allowed(compose_cfg, override, key):
-    cfg = compose_cfg(["tune=default", override])
-    with pytest.raises(ConfigError) as info:
-        tune.validate(cfg.tune)
-    assert info.value.key == key and "allowed:" in str(info.value)
+def _tune(resolved, *overrides):
+    return resolved(["tune=default", *overrides]).tune
 
-
-@pytest.mark.parametrize("override, key", [
-    ("+tune.space.train.learing_rate={type:float,low:0.1,high:1}",
-     "tune.space.train.learing_rate"),
-    ("+tune.space.seed={type:int,low:-1,high:3}", "tune.space.seed"),
-    ("tune.space.model.activation.choices=[tanh,softmax]", "tune.space.model.activation"),
-    ("tune.space.model.hidden_nodes.low=0", "tune.space.model.hidden_nodes"),
-])
-def test_a_space_the_config_cannot_take_is_refused(compose_cfg, override, key):
-    cfg = compose_cfg(["tune=default", override])
-    tune.validate(cfg.tune)
-    with pytest.raises(ConfigError) as info:
-        tune.check_space(cfg)
-    assert info.value.key == key
-
-
-def test_a_study_lives_beside_its_sqlite_store_and_a_server_has_no_default(compose_cfg):
-    cfg = compose_cfg(["tune=default"])
-    assert tune.storage_url(cfg.tune, "sqlite:////tmp/a/b/mlflow.db") == \
-        "sqlite:////tmp/a/b/optuna.db"
+def test_a_study_lives_beside_its_sqlite_store_and_a_server_has_no_default(resolved):
+    t = _tune(resolved)
+    assert tune.storage_url(t, "sqlite:////tmp/a/b/mlflow.db") == "sqlite:////tmp/a/b/optuna.db"
     for uri in ("http://127.0.0.1:5001", "postgresql+psycopg://me:secret@db:5432/mlflow"):
         with pytest.raises(ConfigError) as info:
-            tune.storage_url(cfg.tune, uri)
+            tune.storage_url(t, uri)
         assert info.value.key == "tune.storage" and "secret" not in str(info.value)
         assert "postgresql+psycopg://" in info.value.allowed
-    cfg.tune.storage = "sqlite:////tmp/mine.db"
-    assert tune.storage_url(cfg.tune, "http://127.0.0.1:5001") == "sqlite:////tmp/mine.db"
+    mine = dataclasses.replace(t, storage="sqlite:////tmp/mine.db")
+    assert tune.storage_url(mine, "http://127.0.0.1:5001") == "sqlite:////tmp/mine.db"
 
 
-def test_the_study_never_shares_mlflows_database(compose_cfg, store_uri, tmp_path):
+def test_the_study_never_shares_mlflows_database(resolved, store_uri, tmp_path):
     from annlab import tracking
 
     tracking.open(store_uri, "annlab")  # a store with MLflow's tables
     for storage in (store_uri, f"{store_uri}?timeout=30"):  # the same, or another name for it
-        cfg = compose_cfg(["tune=default", f"tune.storage='{storage}'"])
+        t = _tune(resolved, f"tune.storage='{storage}'")
         with pytest.raises(ConfigError, match="holds MLflow's tracking tables"):
-            tune.storage_url(cfg.tune, "http://127.0.0.1:5001")
-    cfg = compose_cfg(["tune=default", "tune.storage=mysql://me@db/optuna"])
+            tune.storage_url(t, "http://127.0.0.1:5001")
+    t = _tune(resolved, "tune.storage=mysql://me@db/optuna")
     with pytest.raises(Exception, match="needs the Python module 'MySQLdb'"):
-        tune.storage_url(cfg.tune, "http://127.0.0.1:5001")
+        tune.storage_url(t, "http://127.0.0.1:5001")
 
 
-def test_a_study_opened_for_another_store_is_refused_naming_both(compose_cfg, tmp_path):
-    cfg = compose_cfg(["tune=default", "tune.study=moons"])
+def test_a_study_opened_for_another_store_is_refused_naming_both(resolved, tmp_path):
+    t = _tune(resolved, "tune.study=moons")
     first, second = (f"sqlite:///{tmp_path / name / 'mlflow.db'}" for name in ("a", "b"))
     shared = f"sqlite:///{tmp_path / 'optuna.db'}"  # one storage named for both
-    study, created = tune.open_study(cfg.tune, shared)
+    study, created = tune.open_study(t, shared)
     tune.check_belongs(study, created, first, "annlab")
-    study, created = tune.open_study(cfg.tune, shared)
+    study, created = tune.open_study(t, shared)
     tune.check_belongs(study, created, first, "annlab")  # the same store: resumed
     for uri, experiment in ((second, "annlab"), (first, "other")):
-        study, created = tune.open_study(cfg.tune, shared)
+        study, created = tune.open_study(t, shared)
         with pytest.raises(tune.OtherStore) as info:
             tune.check_belongs(study, created, uri, experiment)
         assert first in str(info.value) and uri in str(info.value)
         assert f"experiment {experiment!r}" in str(info.value)
     # By default each store's studies live beside it, apart.
-    assert tune.storage_url(cfg.tune, first) != tune.storage_url(cfg.tune, second)
+    assert tune.storage_url(t, first) != tune.storage_url(t, second)
 
 
 def test_suggestions_follow_the_space_and_the_same_seed_proposes_the_same_configs(
-        compose_cfg, tmp_path):
-    cfg = compose_cfg(["tune=default", "tune.seed=7", "tune.study=s"])
+        resolved, tmp_path):
+    t = _tune(resolved, "tune.seed=7", "tune.study=s")
 
     def proposals(db):
-        study, created = tune.open_study(cfg.tune, f"sqlite:///{tmp_path / db}")
+        study, created = tune.open_study(t, f"sqlite:///{tmp_path / db}")
         assert created
-        tune.sampler_and_pruner(cfg.tune, study)
+        tune.sampler_and_pruner(t, study)
         out = []
         for _ in range(12):  # past TPE's 10 random start-up trials
             trial = study.ask()
-            values = tune.suggest(trial, cfg.tune)
+            values = tune.suggest(trial, t)
             study.tell(trial, values["train.learning_rate"])  # any objective will do
             out.append(values)
         return out
@@ -111,22 +81,21 @@ def test_suggestions_follow_the_space_and_the_same_seed_proposes_the_same_config
         assert 1e-4 <= values["train.reg_lambda"] <= 1.0
 
 
-def test_workers_joining_a_study_do_not_propose_the_creators_configs(compose_cfg, tmp_path):
+def test_workers_joining_a_study_do_not_propose_the_creators_configs(resolved, tmp_path):
     """Two workers started together both find an empty study: the same seed would have them
     ask the same values trial for trial."""
-    cfg = compose_cfg(["tune=default", "tune.study=s"])
+    t = _tune(resolved, "tune.study=s")
 
     def first_values(created):
-        study, _ = tune.open_study(cfg.tune, f"sqlite:///{tmp_path / f'{created}.db'}")
-        tune.sampler_and_pruner(cfg.tune, study, created)
-        return [tune.suggest(study.ask(), cfg.tune) for _ in range(3)]
+        study, _ = tune.open_study(t, f"sqlite:///{tmp_path / f'{created}.db'}")
+        tune.sampler_and_pruner(t, study, created)
+        return [tune.suggest(study.ask(), t) for _ in range(3)]
 
     assert first_values(True) != first_values(False)
 
 
-def test_surplus_trials_of_a_shared_study_are_not_run(compose_cfg, tmp_path):
-    cfg = compose_cfg(["tune=default", "tune.study=s"])
-    study, _ = tune.open_study(cfg.tune, f"sqlite:///{tmp_path / 'o.db'}")
+def test_surplus_trials_of_a_shared_study_are_not_run(resolved, tmp_path):
+    study, _ = tune.open_study(_tune(resolved, "tune.study=s"), f"sqlite:///{tmp_path / 'o.db'}")
     trials = [study.ask() for _ in range(5)]  # five workers ask at once for a budget of 3
     claimed = [tune.claim(study, t, 3) for t in trials]
     assert claimed == [True, True, True, False, False]
@@ -135,15 +104,7 @@ def test_surplus_trials_of_a_shared_study_are_not_run(compose_cfg, tmp_path):
     assert tune.remaining(study, 3) == 0
 
 
-def test_conf_tune_default_is_a_valid_study(compose_cfg):
-    cfg = compose_cfg(["tune=default"])
-    tune.validate(cfg.tune)
-    tune.check_space(cfg)
-    assert OmegaConf.select(cfg, "tune.space.model.activation.type") == "categorical"
-    assert "study_store" not in cfg.paths  # the study's storage follows the store
-
-
-def test_a_trial_reopened_in_its_job_reports_prunes_and_renews_its_heartbeat(compose_cfg,
+def test_a_trial_reopened_in_its_job_reports_prunes_and_renews_its_heartbeat(resolved,
                                                                            tmp_path):
     """What annlab.study reads of Optuna's privates: a trial's storage id reopens it in
     another study object (its job's), and the storage renews that trial's heartbeat."""
@@ -151,17 +112,16 @@ def test_a_trial_reopened_in_its_job_reports_prunes_and_renews_its_heartbeat(com
     from types import SimpleNamespace
 
     url = f"sqlite:///{tmp_path / 'o.db'}"
-    cfg = compose_cfg(["tune=default", "tune.study=s", f"tune.storage={url}",
-                       "tune.report_every=5", "tune.pruner.name=median",
-                       "tune.pruner.startup_trials=1", "tune.pruner.warmup_epochs=0"])
-    study, _ = tune.open_study(cfg.tune, url)
-    tune.sampler_and_pruner(cfg.tune, study)
+    t = _tune(resolved, "tune.study=s", f"tune.storage={url}", "tune.report_every=5",
+              "tune.pruner.name=median", "tune.pruner.startup_trials=1",
+              "tune.pruner.warmup_epochs=0")
+    study, _ = tune.open_study(t, url)
+    tune.sampler_and_pruner(t, study)
     done = study.ask()
     done.report(0.1, 5)
     study.tell(done, 0.1)
     trial = study.ask()
-    cfg.tune.trial_id = tune.trial_id(trial)
-    reporter = tune.Reporter(cfg.tune)  # as a job's process opens it
+    reporter = tune.Reporter(dataclasses.replace(t, trial_id=tune.trial_id(trial)))  # its job
     assert reporter.trial.number == trial.number
     model = SimpleNamespace(n_iter_=5, history_={tune.OBJECTIVE: [0.4] * 5})
     assert reporter(model)  # worse than the median at epoch 5: pruned

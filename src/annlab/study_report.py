@@ -1,0 +1,147 @@
+"""A study's summary on its parent run: the table of its trials and the figures that compare them
+(:func:`write`), written once no trial runs anywhere.
+
+The figures that are annlab's (best so far against epochs trained, parallel coordinates) are
+drawn by :mod:`annlab.plots` from the plain rows built here; Optuna's own (every trial's
+reported curve, optimisation history, parameter importances) by Optuna.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from annlab import multirun, names, plots, tracking
+from annlab.names import Status
+from annlab.spec import TuneSpec
+
+OBJECTIVE = "val_misclassification"
+ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
+SURPLUS_ATTR = "annlab.surplus"  # a trial asked past the budget and not run
+
+
+def write(experiment: tracking.Experiment, study: optuna.Study, parent: tracking.Run,
+          parent_name: str, t: TuneSpec, epochs: int, out: Path) -> None:
+    """Once no trial runs anywhere: trials.csv, the figures and the best trial onto the parent,
+    which ends FINISHED; the best trial's model is registered. Otherwise leave it to the last
+    worker."""
+    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        parent.share()
+        print(f"this worker is done; other workers still run trials of {t.study!r}, and the "
+              f"last to finish writes the summary onto {parent_name}", flush=True)
+        return
+    experiment.close_stale_children(parent.run_id, "its job ended without closing the run")
+    children = experiment.children(parent.run_id)
+    runs = {int(r.tags[names.TRIAL]): r.run_id for r in children if names.TRIAL in r.tags}
+    table = trials_table(study, runs)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / names.TRIALS_FILE, index=False)
+    parent.log_artifact(out / names.TRIALS_FILE)
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in figures(study, list(t.space), epochs, Path(tmp)):
+            parent.log_artifact(path, names.FIGURES_DIR)
+    parent.log_params({f"tune.space.{k}": describe_param(v) for k, v in t.space.items()})
+    done = table[table["state"] == "COMPLETE"]
+    if len(done):
+        best = done.loc[done["value"].idxmin()]
+        best_name = next((r.run_name for r in children if r.run_id == best["run_id"]), None)
+        multirun.log_best(parent, {t.study: (best["value"], best["run_id"], best_name)})
+    pruned = (table["state"] == "PRUNED").sum()
+    parent.set_note(
+        f"Tuning study `{t.study}`: {len(table)} trials ({pruned} pruned, "
+        f"{len(done)} complete) of an Optuna {t.sampler} search with a {t.pruner.name} pruner "
+        f"(warm-up {t.pruner.warmup_epochs} epochs, a report every {t.report_every}), "
+        "minimising the final validation misclassification. `trials.csv` has every trial."
+        + (f"\n\nBest: **{best_name}**, validation misclassification {best['value']:g}; "
+           f"reproduce it with `make reproduce RUN_ID={best['run_id']}`." if len(done) else ""))
+    parent.end(Status.FINISHED)
+    params = [c for c in table.columns if c in t.space]
+    shown = table[["trial", "state", "value", "pruned_at", *params]].sort_values("value")
+    print("\n" + shown.head(10).to_string(index=False, na_rep="-"))
+    print(f"\nstudy parent run {parent_name} ({parent.run_id}): {len(table)} trials, "
+          f"{pruned} pruned; {names.TRIALS_FILE} and the study's figures on it; browse with "
+          f"`make ui`; the trials alone: its page at #/experiments/{experiment.id}/runs?"
+          f"workflowType=machine_learning&viewStateShareKey=annlab-study-{t.study}",
+          flush=True)
+    if len(done):
+        print(tracking.register(experiment.store, best["run_id"]).line(), flush=True)
+
+
+def describe_param(p: Mapping) -> str:
+    """``tanh | sigmoid | relu``, ``int 2..16``, ``float 0.01..10 (log)``."""
+    if p["type"] == "categorical":
+        return " | ".join(map(str, p["choices"]))
+    return f"{p['type']} {p['low']:g}..{p['high']:g}" + (" (log)" if p.get("log") else "")
+
+
+def trials_table(study: optuna.Study, runs: Mapping[int, str]) -> pd.DataFrame:
+    """Every trial run (surplus ones left out): params, value, state, pruned epoch, run id."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get(SURPLUS_ATTR):
+            continue
+        pruned_at = max(t.intermediate_values) if (
+            t.state == TrialState.PRUNED and t.intermediate_values) else None
+        rows.append({"trial": t.number, **t.params, "value": t.value, "state": t.state.name,
+                     "pruned_at": pruned_at, "run_id": runs.get(t.number)})
+    return pd.DataFrame(rows).astype({"pruned_at": "Int64"}) if rows else pd.DataFrame(rows)
+
+
+def epochs_trained(trial: FrozenTrial, epochs: int) -> int:
+    """A trial's epochs: to its last report if pruned, else a complete trial's ``epochs``."""
+    if trial.state == TrialState.PRUNED:
+        return max(trial.intermediate_values, default=0)
+    return int(trial.params.get("train.epochs", epochs))
+
+
+def last_value(trial: FrozenTrial) -> float | None:
+    """A complete trial's value; a pruned one's last report."""
+    if trial.state == TrialState.COMPLETE:
+        return trial.value
+    return trial.intermediate_values[max(trial.intermediate_values)] if (
+        trial.intermediate_values) else None
+
+
+def figures(study: optuna.Study, keys: list[str], epochs: int, out_dir: Path) -> list[Path]:
+    """The study's figures: best validation misclassification so far against epochs trained
+    (every trial, pruned ones by the epochs they trained; ``epochs``: a complete trial's) and
+    every trial across the searched ``keys`` (parallel coordinates); and Optuna's own: every
+    trial's reported curve (pruned ones included), optimisation history and parameter
+    importances (the complete trials, as Optuna draws them)."""
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as vis
+
+    ended = sorted(study.get_trials(deepcopy=False, states=ENDED), key=lambda t: t.number)
+    marks = [plots.TrialMark(epochs_trained(t, epochs), last_value(t),
+                             t.state == TrialState.PRUNED) for t in ended]
+    rows = [({k: t.params.get(k) for k in keys}, last_value(t), t.state == TrialState.PRUNED)
+            for t in ended if last_value(t) is not None]
+    paths = [plots.plot_best_so_far(marks, f"Study {study.study_name}",
+                                    out_dir / "best_so_far.png"),
+             plots.plot_parallel_coordinates(rows, keys, OBJECTIVE, f"Study {study.study_name}",
+                                             out_dir / "parallel_coordinate.png")]
+    done = [t for t in ended if t.state == TrialState.COMPLETE]
+    optuna_plots: dict[str, Callable] = {"intermediate_values": vis.plot_intermediate_values,
+                                         "optimization_history": vis.plot_optimization_history}
+    if len(done) >= 2 and len({tuple(sorted(t.params.items())) for t in done}) >= 2:
+        optuna_plots["param_importances"] = vis.plot_param_importances
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fANOVA's and matplotlib's chatter
+        for name, plot in optuna_plots.items():
+            ax = plot(study)
+            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            fig.set_size_inches(10, 6)
+            if name == "intermediate_values" and ax.get_legend() is not None:
+                ax.get_legend().remove()  # a line per trial: the legend would cover them
+            fig.tight_layout()
+            path = out_dir / f"{name}.png"
+            fig.savefig(path, metadata=plots.PNG_METADATA, dpi=100)
+            plt.close(fig)
+            paths.append(path)
+    return paths
