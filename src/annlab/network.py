@@ -11,6 +11,7 @@ own derivative, written in terms of its output a = f(z).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -22,6 +23,12 @@ from annlab.errors import AnnlabError
 from annlab.rules import ESTIMATOR_RULES, hidden_sizes
 
 HISTORY_KEYS = ("train_loss", "train_misclassification", "val_loss", "val_misclassification")
+
+
+class _Labelled(NamedTuple):
+    inputs: np.ndarray  # the rows with a trailing column of ones, column-major
+    labels: np.ndarray  # each row's class, as an index into classes_
+    targets: np.ndarray  # one-hot, column-major
 
 
 class DivergenceError(AnnlabError, FloatingPointError):
@@ -143,6 +150,24 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
         None means full-batch gradient descent; otherwise shuffled mini-batches.
     random_state : int, numpy Generator or None
         Seed of the one ``numpy.random.Generator`` used for initialisation and shuffling.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels, sorted; outputs and one-hot targets follow this order.
+    coefs_ : list of ndarray
+        ``coefs_[i]`` is the weight matrix from layer i to layer i + 1, shape (n_in, n_out).
+    intercepts_ : list of ndarray
+        ``intercepts_[i]`` is the bias vector of layer i + 1, shape (n_out,).
+    n_features_in_ : int
+        Features seen by :meth:`fit`.
+    n_iter_ : int
+        Epochs trained so far (:meth:`fit` and :meth:`partial_fit` together).
+    history_ : dict of list of float
+        Per-epoch ``train_loss`` and ``train_misclassification``, and with an ``eval_set``
+        ``val_loss`` and ``val_misclassification``; one value per epoch trained.
+    loss_curve_ : list of float
+        The training loss per epoch (``history_["train_loss"]``), as scikit-learn's MLP.
     """
 
     def __init__(
@@ -231,51 +256,58 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y has labels {unknown} not in classes_ {self.classes_}")
         return idx
 
+    def _labelled(self, X, y) -> _Labelled:
+        """A split as training reads it: inputs with their column of ones, label indices,
+        one-hot targets (column-major, like the log-probabilities)."""
+        labels = self._encode(np.asarray(y))
+        return _Labelled(_with_ones(X), labels,
+                         np.asfortranarray(np.eye(len(self.classes_))[labels]))
+
     def _train(self, X, y, n_epochs, eval_set, callback):
-        y_idx = self._encode(y)
-        Y = np.asfortranarray(np.eye(len(self.classes_))[y_idx])  # column-major like logp
-        if eval_set is not None:
-            X_val = validate_data(self, eval_set[0], dtype=np.float64, reset=False)
-            val_idx = self._encode(np.asarray(eval_set[1]))
-            Y_val = np.asfortranarray(np.eye(len(self.classes_))[val_idx])
-            X1_val = _with_ones(X_val)
+        train = self._labelled(X, y)
+        val = None if eval_set is None else self._labelled(
+            validate_data(self, eval_set[0], dtype=np.float64, reset=False), eval_set[1])
         # One matrix [W; b] per layer; coefs_ and intercepts_ become views of them.
         layers = [np.vstack((W, b)) for W, b in zip(self.coefs_, self.intercepts_)]
         self.coefs_, self.intercepts_ = [L[:-1] for L in layers], [L[-1] for L in layers]
         grads = [np.empty_like(L) for L in layers]
-        X1 = _with_ones(X)
-        coefs, act, lam = self.coefs_, self.activation, self.reg_lambda
-        n, batch = len(X), self.batch_size
-        full_batch = batch is None or batch >= n
-        h = self.history_
-        acts, logp = _forward(X1, layers, act)
-        val = None
+        full_batch = self.batch_size is None or self.batch_size >= len(train.labels)
+        passes = _forward(train.inputs, layers, self.activation)  # (acts, logp), reused
+        val_passes = None
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for _ in range(n_epochs):
                 if full_batch:
-                    self._step(acts, logp, Y, layers, grads)
+                    self._step(*passes, train.targets, layers, grads)
                 else:
-                    order = self._rng.permutation(n)
-                    for start in range(0, n, batch):
-                        rows = order[start : start + batch]
-                        self._step(*_forward(X1[rows], layers, act), Y[rows], layers, grads)
+                    self._minibatches(train, layers, grads)
                 # The post-update pass gives this epoch's metrics and the next epoch's gradient.
-                acts, logp = _forward(X1, layers, act, out=(acts, logp))
+                passes = _forward(train.inputs, layers, self.activation, out=passes)
                 self.n_iter_ += 1
-                train_loss = loss(logp, Y, coefs, lam)
-                if not math.isfinite(train_loss):
-                    raise DivergenceError(self.n_iter_, train_loss)
-                h["train_loss"].append(float(train_loss))
-                h["train_misclassification"].append(np.count_nonzero(logp.argmax(1) != y_idx) / n)
-                if eval_set is not None:
-                    val = _forward(X1_val, layers, act, out=val)
-                    h["val_loss"].append(float(loss(val[1], Y_val, coefs, lam)))
-                    h["val_misclassification"].append(
-                        np.count_nonzero(val[1].argmax(1) != val_idx) / len(val_idx)
-                    )
+                self._record("train", passes[1], train)
+                if val is not None:
+                    val_passes = _forward(val.inputs, layers, self.activation, out=val_passes)
+                    self._record("val", val_passes[1], val)
                 if callback is not None and callback(self):
                     break
         return self
+
+    def _minibatches(self, train: _Labelled, layers, grads) -> None:
+        """One epoch of shuffled mini-batches, each an update."""
+        order = self._rng.permutation(len(train.labels))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            self._step(*_forward(train.inputs[rows], layers, self.activation),
+                       train.targets[rows], layers, grads)
+
+    def _record(self, split: str, logp, data: _Labelled) -> None:
+        """The epoch's loss and misclassification on ``split``; a non-finite training loss is
+        a divergence."""
+        value = loss(logp, data.targets, self.coefs_, self.reg_lambda)
+        if split == "train" and not math.isfinite(value):
+            raise DivergenceError(self.n_iter_, value)
+        self.history_[f"{split}_loss"].append(float(value))
+        wrong = np.count_nonzero(logp.argmax(1) != data.labels)
+        self.history_[f"{split}_misclassification"].append(wrong / len(data.labels))
 
     def _step(self, acts, logp, Y, layers, grads):
         """One gradient-descent update, in place."""

@@ -1,0 +1,84 @@
+"""The one recipe from a spec to everything a run produces (annlab.pipeline.rebuild), the
+model it builds, the plane Figure 2 is drawn in, and the run's description."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annlab import pipeline
+from annlab.data import derive_seed
+from annlab.network import DivergenceError
+
+QUICK = ["train.epochs=40", "plot.frames=5", "plot.image_steps=3", "plot.grid_size=20",
+         "plot.dpi=30", "data.n_samples=200"]
+
+
+def test_the_model_is_built_from_the_spec_with_the_models_own_seed(resolved):
+    spec = resolved(["model.hidden_nodes=[4,3]", "model.activation=relu", "train.batch_size=16"])
+    model = pipeline.build_model(spec)
+    assert (model.hidden_nodes, model.activation, model.batch_size) == ((4, 3), "relu", 16)
+    assert (model.learning_rate, model.reg_lambda, model.epochs) == (0.5, 0.01, 1000)
+    assert model.random_state == derive_seed(0, "model") != derive_seed(0, "data")
+
+
+def test_rebuild_makes_the_curves_scores_figures_steps_and_weights(resolved, tmp_path):
+    outcome = pipeline.rebuild(resolved(QUICK), tmp_path)
+    assert outcome.failure is None and outcome.stopped_at is None
+    assert list(outcome.history.index) == list(range(1, 41))
+    assert set(outcome.scores) == {"train_accuracy", "val_accuracy", "test_accuracy",
+                                   "test_misclassification"}
+    assert set(outcome.figures) == {"misclassification", "boundary", "boundary_final"}
+    assert all(path.is_file() for path in outcome.figures.values())
+    assert sorted(outcome.step_images) == [1, 20, 40]
+    with np.load(outcome.weights, allow_pickle=False) as f:
+        assert {"coef_0", "coef_1", "scaler_mean"} <= set(f.files)  # moons is standardised
+
+
+def test_more_than_two_features_draw_the_pca_plane_and_a_confusion_matrix(resolved, tmp_path):
+    spec = resolved(["data=iris", *QUICK[:-1]])
+    outcome = pipeline.rebuild(spec, tmp_path)
+    assert "confusion" in outcome.figures
+    plane = pipeline.boundary_plane(outcome.splits)
+    assert plane.title.startswith("PCA plane") and plane.points.shape == (
+        len(outcome.splits.y_train), 2)
+    # The plane's points map back to 4 input features.
+    assert plane.to_inputs(plane.points[:3]).shape == (3, 4)
+    with Image.open(outcome.figures["confusion"]) as image:
+        assert image.size == (round(6.4 * 30), round(4.8 * 30))
+
+
+def test_two_features_keep_their_own_plane_in_raw_units(resolved, tmp_path):
+    outcome = pipeline.rebuild(resolved(QUICK), tmp_path)
+    plane = pipeline.boundary_plane(outcome.splits)
+    np.testing.assert_array_equal(plane.points, outcome.splits.X_train)
+    np.testing.assert_allclose(plane.to_inputs(plane.points),
+                               outcome.splits.scaled().X_train)  # the scaler, applied
+
+
+def test_a_failure_is_returned_with_the_curves_so_far_not_raised(resolved, tmp_path):
+    outcome = pipeline.rebuild(resolved([*QUICK, "train.learning_rate=1e300"]), tmp_path)
+    assert isinstance(outcome.failure, DivergenceError)
+    assert len(outcome.history) == outcome.failure.epoch - 1 and outcome.figures == {}
+
+
+def test_a_stop_ends_training_early_and_says_where(resolved, tmp_path):
+    outcome = pipeline.rebuild(resolved(QUICK), tmp_path, stop=lambda m: m.n_iter_ >= 15)
+    assert outcome.stopped_at == 15 and len(outcome.history) == 15
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ([], ["A 2-10-2 network (tanh hidden layers, softmax output) trained by full-batch "
+          "gradient descent on scikit-learn's make_moons, standardised on the training split.",
+          "| data | 200 samples, noise 0.2: 120/40/40 train/validation/test |"]),
+    (["train.batch_size=16", "model.hidden_nodes=[4,3]"],
+     ["A 2-4-3-2 network", "mini-batch (16) gradient descent"]),
+])
+def test_the_description_says_what_the_run_is_and_how_to_reproduce_it(resolved, tmp_path,
+                                                                        overrides, expected):
+    spec = resolved([*QUICK, *overrides])
+    outcome = pipeline.rebuild(spec, tmp_path)
+    text = pipeline.describe(spec, "abc123", outcome)
+    for line in expected:
+        assert line in text
+    assert text.endswith("`make reproduce RUN_ID=abc123`")
+    assert f"Test accuracy **{outcome.scores['test_accuracy']:.3f}**" in text

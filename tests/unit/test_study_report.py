@@ -1,0 +1,66 @@
+"""A study's summary: a row per trial run, the epochs each trained, and figures that open."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from PIL import Image
+
+from annlab import study_report
+
+
+@pytest.fixture
+def study():
+    """Four trials: two complete, one pruned at epoch 50, one asked past the budget."""
+    s = optuna.create_study(direction="minimize", study_name="s",
+                            sampler=optuna.samplers.RandomSampler(seed=0))
+    for k in range(4):
+        trial = s.ask()
+        trial.suggest_categorical("model.activation", ["tanh", "relu"])
+        trial.suggest_float("train.learning_rate", 0.01, 10, log=True)
+        for epoch in (25, 50):
+            trial.report(0.3 - 0.05 * k + epoch / 1000, epoch)
+        if k == 2:
+            s.tell(trial, state=TrialState.PRUNED)
+        elif k == 3:
+            trial.set_user_attr(study_report.SURPLUS_ATTR, True)
+            s.tell(trial, state=TrialState.FAIL)
+        else:
+            s.tell(trial, 0.1 - 0.05 * k)
+    return s
+
+
+def test_a_row_per_trial_run_surplus_ones_left_out(study):
+    table = study_report.trials_table(study, {0: "run-0", 2: "run-2"})
+    assert list(table["trial"]) == [0, 1, 2]
+    assert list(table["state"]) == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert table["pruned_at"].tolist()[2] == 50 and table["pruned_at"].isna().tolist()[:2] == [
+        True, True]
+    assert table["run_id"].tolist()[0] == "run-0" and table["run_id"].isna()[1]
+
+
+def test_a_pruned_trial_counts_the_epochs_it_trained_and_shows_its_last_report(study):
+    complete, _, pruned, _ = study.trials
+    assert study_report.epochs_trained(complete, 1000) == 1000
+    assert study_report.epochs_trained(pruned, 1000) == 50
+    assert study_report.last_value(pruned) == pytest.approx(0.25)
+    assert study_report.last_value(complete) == 0.1
+
+
+def test_the_figures_open(study, tmp_path):
+    paths = study_report.figures(study, ["model.activation", "train.learning_rate"], 1000,
+                                 tmp_path)
+    assert {p.name for p in paths} == {"best_so_far.png", "parallel_coordinate.png",
+                                       "intermediate_values.png", "optimization_history.png",
+                                       "param_importances.png"}
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.width >= 600 and "Software" not in image.info
+
+
+@pytest.mark.parametrize("p, text", [
+    ({"type": "categorical", "choices": ["tanh", "relu"]}, "tanh | relu"),
+    ({"type": "int", "low": 2, "high": 16}, "int 2..16"),
+    ({"type": "float", "low": 0.01, "high": 10.0, "log": True}, "float 0.01..10 (log)"),
+])
+def test_a_searched_key_is_described_in_a_few_words(p, text):
+    assert study_report.describe_param(p) == text
