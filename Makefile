@@ -23,7 +23,7 @@ RUN_JOBS = $(if $(filter ray,$(LAUNCHER)),RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token}
 # environment variables that must not move a server by accident): $(call cli,NAME,default).
 cli = $(if $(filter command line,$(origin $(1))),$($(1)),$(2))
 
-.PHONY: help install run sweep tune ui server cluster cluster-worker figures docs reproduce \
+.PHONY: help install run data sweep tune ui server cluster cluster-worker figures docs reproduce \
   register serve test test-fast bench lint lock clean
 
 help:  ## list the targets
@@ -41,6 +41,9 @@ install: $(STAMP)  ## create .venv from the lock file (done by every target on f
 
 run: $(STAMP)  ## one experiment, default config; Hydra overrides in ARGS='key=value ...'
 	$(PY) -m pipelines.run $(ARGS)
+
+data: $(STAMP)  ## a dataset's splits as three CSV files (ARGS='data=iris'), to train from with data=file
+	$(PY) -m pipelines.data $(ARGS)
 
 sweep: $(STAMP)  ## grid over activation x hidden nodes x learning rate, jobs in parallel (LAUNCHER=)
 	$(RUN_JOBS) sweep=default $(ARGS)

@@ -1,6 +1,6 @@
 """`make reproduce RUN_ID=...`: rerun a tracked run from its recorded config and compare.
 
-    python -m pipelines.reproduce <run id> [--uri URI]
+    python -m pipelines.reproduce <run id> [--uri URI] [data.path=<where the file is now>]
 
 Prints `identical` (exit 0) or each difference (exit 1); a run that cannot be reproduced is one
 line (exit 2). The verdict is tracked as a run tagged `annlab.reproduces=<run id>`.
@@ -15,6 +15,7 @@ import sys
 from annlab.errors import reported
 from annlab.paths import default_paths
 from annlab.reproducibility import record_verdict, reproduce
+from annlab.spec import FILE_KEYS
 from annlab.tracking import resolve_uri
 
 
@@ -26,11 +27,18 @@ def main(argv: list[str] | None = None) -> int:
                                       "embedded store)")
     parser.add_argument("--verbose", action="store_true",
                         help="show the traceback of an error (as HYDRA_FULL_ERROR=1 does)")
-    args = parser.parse_args(argv)
+    parser.add_argument("moved", nargs="*", metavar="data.KEY=PATH",
+                        help="a data file's new place (data.path, data.train, data.validation, "
+                             "data.test): its content is compared with what the run recorded")
+    args = parser.parse_intermixed_args(argv)
+    moved = dict(m.split("=", 1) for m in args.moved if "=" in m)
+    if bad := [m for m in args.moved if m.split("=", 1)[0] not in FILE_KEYS or "=" not in m]:
+        parser.error(f"{bad[0]}: allowed: data.path=, data.train=, data.validation=, "
+                     "data.test= followed by a file's path")
     if args.verbose:
         os.environ["HYDRA_FULL_ERROR"] = "1"
     uri = resolve_uri(args.uri, default_paths().store)
-    report = reproduce(uri, args.run_id)
+    report = reproduce(uri, args.run_id, moved)
     verdict_run = record_verdict(uri, report)
     print(report.text())
     print(f"verdict tracked as run {verdict_run} (tag annlab.reproduces={args.run_id})")

@@ -43,8 +43,8 @@ class Grid:
     @property
     def by_hash(self) -> dict[str, tuple[str, str]]:
         """Each point's config hash -> its run name and dataset."""
-        return {spec.hash: (label, spec.data.name) for spec, label in zip(self.specs,
-                                                                          self.labels)}
+        return {spec.hash: (label, spec.data.label) for spec, label in zip(self.specs,
+                                                                           self.labels)}
 
     @property
     def n_val(self) -> int:
@@ -69,7 +69,16 @@ def plan(sweeper, arguments: list[str]) -> Grid:
     counts = Counter(spec.name for spec in specs)
     labels = [f"{s.name}-{s.hash[:6]}" if counts[s.name] > 1 else s.name for s in specs]
     grid_hash = hashlib.sha256(",".join(sorted(hashes)).encode()).hexdigest()[:16]
+    points = [_absolute_files(point, spec) for point, spec in zip(points, specs)]
     return Grid(points, swept, specs, labels, grid_hash)
+
+
+def _absolute_files(point: list[str], spec: RunSpec) -> list[str]:
+    """The point with its data files named by their absolute paths, as resolved here: a job
+    may run elsewhere than the directory the sweep was started from."""
+    paths = {f.key: str(f.path) for f in spec.data.files}
+    return [f"{key}={multirun.quoted(paths[key])}" if (key := o.split("=", 1)[0]) in paths
+            else o for o in point]
 
 
 def sweep(sweeper, arguments: list[str]) -> list[Any]:

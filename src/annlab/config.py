@@ -33,6 +33,14 @@ class DataConfig:
     n_informative: int | None = None  # classification
     n_redundant: int | None = None  # classification
     class_sep: float | None = None  # classification
+    label_names: bool | None = None  # iris, wine, breast_cancer: scikit-learn's names as labels
+    path: str | None = None  # file: one table (CSV or Parquet), split by annlab
+    target: str | None = None  # file: the label column
+    features: list[str] | None = None  # file: the feature columns (null: every other one)
+    train: str | None = None  # file: three tables used as given (the post's sample files)
+    validation: str | None = None
+    test: str | None = None
+    sha256: dict[str, str] | None = None  # file: each file's content digest, recorded by annlab
     standardize: bool = False  # StandardScaler fitted on the training split
     train_fraction: float = MISSING
     val_fraction: float = MISSING
@@ -85,7 +93,7 @@ class PrunerConfig:
 
 @dataclass
 class TuneConfig:
-    study: str = MISSING  # the study's name: the same name and storage resume and share it
+    study: str | None = None  # null: the dataset's name; the same name and storage resume it
     storage: str | None = None  # Optuna's database; null: optuna.db beside a sqlite store
     n_trials: int = MISSING  # the study's total, over every worker and rerun
     seed: int = MISSING  # the sampler's
@@ -118,6 +126,6 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "plo
 class ConfigError(AnnlabError, ValueError):
     """A config value that is well typed but not allowed; the message names key and value."""
 
-    def __init__(self, key: str, value: Any, allowed: str):
-        super().__init__(f"invalid config: {key}={value!r}; allowed: {allowed}")
+    def __init__(self, key: str, value: Any, allowed: str, message: str | None = None):
+        super().__init__(message or f"invalid config: {key}={value!r}; allowed: {allowed}")
         self.key, self.value, self.allowed = key, value, allowed

@@ -1,5 +1,6 @@
-"""Data stage: a scikit-learn dataset (made or shipped) split into stratified
-train/validation/test samples, standardised on the training split if the config says so."""
+"""Data stage: a scikit-learn dataset (made or shipped) or the user's table split into
+stratified train/validation/test samples, or the user's three files as given; standardised on the
+training split if the spec says so."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import numpy as np
 import sklearn.datasets
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
+
+from annlab import tables
+from annlab.spec import memory_budget, split_sizes
 
 if TYPE_CHECKING:
     from annlab.spec import DataSpec
@@ -67,7 +71,7 @@ class Splits:
             arrays |= {"scaler_mean": self.scaler.mean_, "scaler_scale": self.scaler.scale_}
         for name, a in arrays.items():
             h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
-            h.update(np.ascontiguousarray(a).tobytes())
+            h.update(np.ascontiguousarray(a).view(np.uint8))  # its bytes, without a copy
         return h.hexdigest()
 
     def by_context(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -93,11 +97,18 @@ class Splits:
 
 
 def generate(data: DataSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(X, y) of the spec's dataset: a generator given its settings and a seed, or the shipped
-    data as scikit-learn has it."""
+    """(X, y) of the spec's dataset: a generator given its settings and a seed; the shipped
+    data as scikit-learn has it, labelled by its classes' names with ``label_names``; or the
+    user's table."""
+    if data.files:
+        table = tables.read(data.files[0].key, str(data.files[0].path), data.target,
+                            data.features, memory_budget())
+        return table.X, table.y
     make = getattr(sklearn.datasets, data.function)
-    if not data.settings:
-        return make(return_X_y=True)
+    if data.dataset.shipped:
+        bunch = make()
+        names = data.settings.get("label_names")
+        return bunch.data, bunch.target_names[bunch.target] if names else bunch.target
     settings = dict(data.settings)
     if data.name == "blobs":
         settings["centers"] = settings.pop("n_classes")
@@ -106,12 +117,26 @@ def generate(data: DataSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_splits(data: DataSpec, seed: int) -> Splits:
-    """The spec's dataset, then two stratified splits; the test split takes the remainder."""
+    """The spec's dataset, then two stratified splits (the test split takes the remainder);
+    three files are the splits as given."""
+    if len(data.files) == 3:
+        parts = [tables.read(f.key, str(f.path), data.target, data.features, memory_budget())
+                 for f in data.files]
+        return Splits(*(a for t in parts for a in (t.X, t.y)), standardize=data.standardize)
     rng = derive_seed(seed, "data")
     X, y = generate(data, rng)
-    _, n_val, n_test = data.split_sizes()
+    _, n_val, n_test = split_sizes(len(y), data.train_fraction, data.val_fraction)
     X_rest, X_test, y_rest, y_test = train_test_split(
         X, y, test_size=n_test, stratify=y, random_state=rng)
     X_train, X_val, y_train, y_val = train_test_split(
         X_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=rng)
     return Splits(X_train, y_train, X_val, y_val, X_test, y_test, standardize=data.standardize)
+
+
+def write_files(data: DataSpec, seed: int, out_dir) -> dict[str, object]:
+    """The spec's splits (raw features, as made) as three CSV files with a header in
+    ``out_dir``: ``train.csv``, ``validation.csv``, ``test.csv``."""
+    from annlab.model_io import TARGET
+
+    return tables.write_splits(make_splits(data, seed), data.columns, data.target or TARGET,
+                               out_dir)

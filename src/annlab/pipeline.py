@@ -118,7 +118,8 @@ def rebuild(spec: RunSpec, out_dir: Path, stop=None) -> Outcome:
         outcome.scores = training.evaluate(model, seen)
         outcome.figures, outcome.step_images = make_figures(
             model, snapshots, outcome.history, splits, spec.plot, out_dir / names.FIGURES_DIR)
-        outcome.weights = save_weights(model, out_dir / "weights.npz", splits.scaler)
+        outcome.weights = save_weights(model, out_dir / "weights.npz", splits.scaler,
+                                       spec.data.columns)
     except BaseException as err:
         outcome.history = training.history_frame(model)
         outcome.failure = err
@@ -167,11 +168,16 @@ def run_experiment(spec: RunSpec, overrides: Sequence[str], out_dir: Path,
 
 def _record(run: tracking.Run, spec: RunSpec, outcome: Outcome, out_dir: Path) -> None:
     """Everything the outcome holds (a failed one: its data and curves so far)."""
-    splits, dataset = outcome.splits, spec.data.function
+    splits, data = outcome.splits, spec.data
     run.set_tags({names.DATA_HASH: splits.digest()})
-    run.log_datasets(dataset, splits.by_context(), splits.context_digests(),
-                     source={"function": f"sklearn.datasets.{dataset}",
-                             **parameters(spec.config)["data"], "seed": spec.seed})
+    by_split = {f.split: f.path for f in data.files}
+    run.log_datasets(data.input_name, {
+        context: model_io.table(X, y, data.columns, data.target or model_io.TARGET)
+        for context, (X, y) in splits.by_context().items()}, splits.context_digests(),
+        {context: by_split.get(context) or by_split.get(None) or {
+            "function": f"sklearn.datasets.{data.function}",
+            **parameters(spec.config)["data"], "seed": spec.seed}
+         for context in splits.by_context()}, data.target or model_io.TARGET)
     splits.save(out_dir / names.SPLITS_FILE)
     run.log_artifact(out_dir / names.SPLITS_FILE, names.DATA_DIR)
     # The objective first: the UI's Compare page plots the first metric logged by default.
@@ -194,9 +200,9 @@ def _record(run: tracking.Run, spec: RunSpec, outcome: Outcome, out_dir: Path) -
                for k, v in outcome.scores.items()]
     metrics.append(tracking.ModelMetric("val_misclassification", val.iloc[-1], "validation",
                                         int(val.index[-1]), logged_at))
-    run.log_model(outcome.weights, model_io.features(splits.X_train),
-                  outcome.model.predict(splits.inputs(splits.X_train)), metrics, dataset,
-                  splits.context_digests())
+    run.log_model(outcome.weights, model_io.features(splits.X_train, data.columns),
+                  outcome.model.predict(splits.inputs(splits.X_train)), metrics,
+                  data.input_name, splits.context_digests())
 
 
 def describe(spec: RunSpec, run_id: str, outcome: Outcome) -> str:
@@ -207,10 +213,12 @@ def describe(spec: RunSpec, run_id: str, outcome: Outcome) -> str:
     n_train, n_val, n_test = (len(y) for _, y in outcome.splits.by_context().values())
     batch = "full-batch" if t.batch_size is None else f"mini-batch ({t.batch_size})"
     settings = ", ".join(f"{key} {value:g}" for key, value in d.settings.items()
-                         if key != "n_samples")
+                         if key != "n_samples" and not isinstance(value, bool))
+    source = (f"scikit-learn's {d.function}" if not d.files else
+              " and ".join(f"`{f.path}`" for f in d.files) + f" (target column `{d.target}`)")
     lines = [
         f"A {layers} network ({spec.model.activation} hidden layers, softmax output) trained "
-        f"by {batch} gradient descent on scikit-learn's {d.function}"
+        f"by {batch} gradient descent on {source}"
         f"{', standardised on the training split' if d.standardize else ''}.", "",
         "| setting | value |", "| --- | --- |",
         f"| learning rate | {t.learning_rate:g} |", f"| L2 (reg_lambda) | {t.reg_lambda:g} |",

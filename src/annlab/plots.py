@@ -38,6 +38,7 @@ PNG_METADATA = {"Software": None}  # no version string: bytes depend on pixels o
 SHADE_LEVELS = 10  # probability bands, as contourf draws them; flat bands also compress well
 MAX_CHUNK_ELEMENTS = 500_000  # bounds the batched grid evaluation (memory, cache)
 FRAMES_PER_PASS = 5  # frames computed together, from probabilities to palette indices
+MAX_POINTS = 5000  # training points drawn in Figure 2 at most
 
 
 def plot_misclassification(history: pd.DataFrame, path: Path, width: float, height: float,
@@ -120,6 +121,12 @@ def probability_grids(snapshots: list[Snapshot], activation: str, extent, grid_s
     return probs.mT.reshape(len(snapshots), grid_size, grid_size, -1)
 
 
+def _at_most(n: int, limit: int) -> slice | np.ndarray:
+    """Which of ``n`` points a figure shows: all, or ``limit`` of them spread evenly (a plot of
+    a million points is one blot, and slow)."""
+    return slice(None) if n <= limit else np.linspace(0, n - 1, limit).round().astype(int)
+
+
 class BoundaryRenderer:
     """Draws frames of Figure 2 over one static matplotlib layer (axes, labels, points)."""
 
@@ -130,10 +137,12 @@ class BoundaryRenderer:
         fig.patch.set_alpha(0.0)
         ax = fig.add_subplot()
         ax.patch.set_alpha(0.0)
+        shown = _at_most(len(y), MAX_POINTS)
+        X, y = X[shown], y[shown]
         for k, label in enumerate(classes):
             pts = X[y == label]
             ax.scatter(pts[:, 0], pts[:, 1], s=14, color=CLASS_COLORS[k], edgecolors="black",
-                       linewidths=0.4, label=f"class {label}")
+                       linewidths=0.4, label=label if isinstance(label, str) else f"class {label}")
         ax.set(xlim=extent[:2], ylim=extent[2:], xlabel=labels[0], ylabel=labels[1])
         ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
         fig.subplots_adjust(left=0.12, right=0.96, bottom=0.12, top=0.9)

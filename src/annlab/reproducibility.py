@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +117,7 @@ class Recorded:
     environment: dict
     curves: dict[str, pd.Series]
     files: Path  # where its artifacts are downloaded
+    data_files: dict[str, str]  # data=file: each file's content digest, as recorded
 
     @property
     def finished(self) -> bool:
@@ -135,8 +136,10 @@ class Recorded:
         return self.run.download(path, self.files)
 
 
-def load_recorded(store: tracking.Store, run_id: str, scratch: Path) -> Recorded:
-    """Read what ``run_id`` recorded; refuse, in one line, what cannot be reproduced."""
+def load_recorded(store: tracking.Store, run_id: str, scratch: Path,
+                  moved: Mapping[str, str] | None = None) -> Recorded:
+    """Read what ``run_id`` recorded; refuse, in one line, what cannot be reproduced. ``moved``
+    gives a data file's new place (``data.path`` -> its path): its content decides."""
     run = tracking.Run(store, run_id)
     record = run.record()
     what = f"run {record.run_name} ({run_id})"
@@ -155,17 +158,21 @@ def load_recorded(store: tracking.Store, run_id: str, scratch: Path) -> Recorded
                                      f"{names.CONFIG_FILE} or {names.ENVIRONMENT_FILE} artifact "
                                      "is missing (deleted?); it cannot be rerun") from err
     recorded_cfg = OmegaConf.load(config_file)
-    # Where files go is this checkout's business, whatever the recording machine had.
+    # Where files go is this checkout's business, whatever the recording machine had; data
+    # files are read as they are now (their recorded digests are compared by a check).
+    data = {key.removeprefix("data."): path for key, path in (moved or {}).items()}
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(Config), recorded_cfg,
-                              {"paths": OmegaConf.to_container(default_paths())})
+                              {"paths": OmegaConf.to_container(default_paths()),
+                               "data": {**data, "sha256": None}})
     except OmegaConfBaseException as err:
         raise tracking.TrackingError(f"{what}: its recorded {names.CONFIG_FILE} does not fit "
                                      f"today's config schema: {tracking.first_line(err)}"
                                      ) from err
     curves = {key: run.metric_history(key) for key in HISTORY_KEYS}
-    recorded_hash = config_hash(OmegaConf.to_container(recorded_cfg, resolve=True))
-    return Recorded(run, record, resolve(cfg), recorded_hash, environment, curves, files)
+    recorded = OmegaConf.to_container(recorded_cfg, resolve=True)
+    return Recorded(run, record, resolve(cfg), config_hash(recorded), environment, curves, files,
+                    recorded["data"].get("sha256") or {})
 
 
 # -- the checks ------------------------------------------------------------------------------
@@ -227,6 +234,22 @@ def _ending(out: Outcome) -> str:
     return f"failed: {out.failure}" if out.failure else "finished"
 
 
+def check_data_files(rec: Recorded, out: Outcome, tolerant: bool):
+    """data=file: each file's content now against its recorded digest; a file that changed is
+    named, with the first split whose data differs."""
+    if not rec.data_files:
+        return None
+    now = out.splits.context_digests()
+    first = next((split for split in now if rec.record.datasets.get(split) not in (
+        None, now[split])), None)
+    diffs = [f"data file {f.path} ({f.key}) changed since the run: recorded sha256 "
+             f"{rec.data_files.get(f.key.removeprefix('data.'), '?')[:12]}, now "
+             f"{f.sha256[:12]}" + (f"; the first split that differs: {first}" if first else "")
+             for f in rec.spec.data.files
+             if rec.data_files.get(f.key.removeprefix("data.")) != f.sha256]
+    return f"{len(rec.spec.data.files)} data files' content", diffs
+
+
 def check_final_metrics(rec: Recorded, out: Outcome, tolerant: bool):
     if not rec.finished:
         return None
@@ -282,17 +305,18 @@ def check_step_images(rec: Recorded, out: Outcome, tolerant: bool):
     return f"{len(recorded)} boundary images' pixels", diffs
 
 
-CHECKS: tuple[Check, ...] = (check_curves, check_divergence, check_final_metrics, check_weights,
-                             check_data_hash, check_datasets, check_config_hash, check_figures,
-                             check_step_images)
+CHECKS: tuple[Check, ...] = (check_data_files, check_curves, check_divergence,
+                             check_final_metrics, check_weights, check_data_hash, check_datasets,
+                             check_config_hash, check_figures, check_step_images)
 
 
-def reproduce(uri: str, run_id: str) -> Report:
-    """Rerun ``run_id`` in a scratch directory and compare; the original is only read."""
+def reproduce(uri: str, run_id: str, moved: Mapping[str, str] | None = None) -> Report:
+    """Rerun ``run_id`` in a scratch directory and compare; the original is only read.
+    ``moved``: data files found elsewhere now (``data.path`` -> their path)."""
     store = tracking.connect(uri)
     with tempfile.TemporaryDirectory(prefix="annlab-reproduce-") as tmp:
         scratch = Path(tmp)
-        rec = load_recorded(store, run_id, scratch)
+        rec = load_recorded(store, run_id, scratch, moved)
         here = provenance.platform_info()["fingerprint"]
         report = Report(run_id, rec.record.run_name, rec.record.experiment_id,
                         tolerant=rec.record.platform != here)

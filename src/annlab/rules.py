@@ -79,6 +79,11 @@ class Dataset:
         value = getattr(self, key)
         return value if isinstance(value, int) else data[value]
 
+    @property
+    def shipped(self) -> bool:
+        """Data scikit-learn ships (a fixed table) rather than makes."""
+        return isinstance(self.n_samples, int)
+
 
 MAX_CLASSES = 6  # one colour each in the figures
 DATASETS = {
@@ -89,10 +94,12 @@ DATASETS = {
     "classification": Dataset("make_classification", (
         "n_samples", "n_features", "n_informative", "n_redundant", "n_classes", "class_sep"),
         "n_features", "n_classes"),
-    "iris": Dataset("load_iris", (), 4, 3, 150),
-    "wine": Dataset("load_wine", (), 13, 3, 178),
-    "breast_cancer": Dataset("load_breast_cancer", (), 30, 2, 569),
+    "iris": Dataset("load_iris", ("label_names",), 4, 3, 150),
+    "wine": Dataset("load_wine", ("label_names",), 13, 3, 178),
+    "breast_cancer": Dataset("load_breast_cancer", ("label_names",), 30, 2, 569),
 }
+FILE = "file"  # data=file: the user's own table(s); their shape is read from them
+FILE_SETTINGS = ("path", "target", "features", "train", "validation", "test")
 
 # Checked in this order; the first broken rule is reported.
 RULES = (
@@ -107,7 +114,7 @@ RULES = (
     Rule("train.epochs", "epochs", _int_in(1, MAX_EPOCHS), f"an integer from 1 to {MAX_EPOCHS:,}"),
     Rule("train.batch_size", "batch_size", lambda v: v is None or (is_int(v) and v >= 1),
          "null (full batch) or an integer >= 1"),
-    Rule("data.name", None, lambda v: v in DATASETS, " | ".join(DATASETS)),
+    Rule("data.name", None, lambda v: v in DATASETS or v == FILE, " | ".join([*DATASETS, FILE])),
     *(Rule(f"data.{split}_fraction", None, lambda v: is_number(v) and 0 < v < 1,
            "a fraction strictly between 0 and 1") for split in ("train", "val", "test")),
     Rule("plot.frames", None, _int_in(1, MAX_FRAMES), f"an integer from 1 to {MAX_FRAMES:,}"),
@@ -136,6 +143,17 @@ DATA_RULES = {rule.key.removeprefix("data."): rule for rule in (
          f"an integer from 1 to {MAX_WIDTH:,}"),
     Rule("data.n_redundant", None, _int_in(0, MAX_WIDTH), f"an integer from 0 to {MAX_WIDTH:,}"),
     Rule("data.class_sep", None, lambda v: is_number(v) and v > 0, "a number > 0"),
+    Rule("data.label_names", None, lambda v: v is None or isinstance(v, bool),
+         "true (scikit-learn's names of the classes as labels) or false (their numbers)"),
+    *(Rule(f"data.{key}", None, lambda v: v is None or (isinstance(v, str) and bool(v)),
+           "null or the path of a CSV or Parquet file") for key in ("path", "train", "validation",
+                                                                    "test")),
+    Rule("data.target", None, lambda v: isinstance(v, str) and bool(v),
+         "the name of the table's label column"),
+    Rule("data.features", None, lambda v: v is None or (
+        isinstance(v, list) and len(v) > 0 and len(set(v)) == len(v)
+        and all(isinstance(c, str) and c for c in v)),
+        "null (every column but the target) or a list of distinct column names"),
 )}
 
 
@@ -143,7 +161,8 @@ DATA_RULES = {rule.key.removeprefix("data."): rule for rule in (
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "successive_halving")
 TUNE_RULES = (
-    Rule("tune.study", None, lambda v: isinstance(v, str) and bool(v), "a non-empty study name"),
+    Rule("tune.study", None, lambda v: v is None or (isinstance(v, str) and bool(v)),
+         "null (the dataset's name) or a non-empty study name"),
     Rule("tune.n_trials", None, _int_in(1, 100_000), "an integer from 1 to 100,000"),
     Rule("tune.report_every", None, _int_in(1, MAX_EPOCHS), "an integer >= 1"),
     Rule("tune.sampler", None, lambda v: v in SAMPLERS, " | ".join(SAMPLERS)),

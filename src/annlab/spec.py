@@ -17,15 +17,20 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import cached_property
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from annlab.config import SECTIONS, Config, ConfigError
 from annlab.rules import (
     DATA_RULES,
     DATASETS,
+    FILE,
+    FILE_SETTINGS,
+    MAX_CLASSES,
     RULES,
     SPACE_RULES,
     TUNE_RULES,
@@ -37,6 +42,7 @@ from annlab.rules import (
 # Where a run is tracked, where files go and how a study drives it: no parameter, not part of
 # the config hash.
 NOT_PARAMETERS = ("tracking", "paths", "tune")
+FILE_KEYS = ("data.path", "data.train", "data.validation", "data.test")  # keys naming a file
 DEFAULT_DATASET = "moons"  # runs of another dataset are named after it
 # Keys a user varies besides activation, hidden nodes and learning rate, and their name parts.
 NAME_PARTS = {"train.epochs": "e", "train.reg_lambda": "reg", "train.batch_size": "b",
@@ -51,9 +57,24 @@ class Shape:
 
 
 @dataclass(frozen=True)
+class DataFile:
+    """A data file of the config: the key naming it, its absolute path, its content digest."""
+
+    key: str  # data.path, or data.train / data.validation / data.test
+    path: Path
+    sha256: str
+
+    @property
+    def split(self) -> str | None:
+        """The split it holds as given (train, validation, test); None: one table to split."""
+        return None if self.key == "data.path" else self.key.removeprefix("data.")
+
+
+@dataclass(frozen=True)
 class DataSpec:
     """What the data stage makes: ``name``'s dataset (annlab.rules.DATASETS) with the settings
-    it takes, split by the fractions, standardised on the training split if ``standardize``."""
+    it takes, or the user's ``files``; split by the fractions (three files: as given),
+    standardised on the training split if ``standardize``."""
 
     name: str
     settings: Mapping[str, Any]  # the generator settings the dataset takes, none null
@@ -62,15 +83,30 @@ class DataSpec:
     val_fraction: float
     test_fraction: float
     shape: Shape
+    label: str  # the dataset as runs, models and figures name it: moons, iris, a file's stem
+    files: tuple[DataFile, ...] = ()  # data=file: one table, or train, validation and test
+    target: str | None = None  # data=file: the label column
+    features: tuple[str, ...] | None = None  # data=file: its feature columns, as read
 
     @property
-    def dataset(self) -> Dataset:
-        return DATASETS[self.name]
+    def dataset(self) -> Dataset | None:
+        return DATASETS.get(self.name)
 
     @property
     def function(self) -> str:
-        """scikit-learn's function: what makes the data and names its MLflow dataset inputs."""
-        return self.dataset.function
+        """scikit-learn's function that makes or loads it; ``file`` for the user's files."""
+        return self.dataset.function if self.dataset else FILE
+
+    @property
+    def input_name(self) -> str:
+        """What its MLflow dataset inputs are named: the function, or the files' label."""
+        return self.label if self.files else self.function
+
+    @property
+    def columns(self) -> list[str]:
+        """The model's input columns: the file's features, else ``x1``, ``x2``, ..."""
+        return list(self.features) if self.features else [
+            f"x{i + 1}" for i in range(self.shape.n_features)]
 
     def split_sizes(self) -> tuple[int, int, int]:
         """Train/validation/test sample counts; the test split takes the rounding remainder."""
@@ -157,7 +193,7 @@ class RunSpec:
     @cached_property
     def params(self) -> dict[str, Any]:
         """The experiment parameters, flattened to dotted keys (lists as their JSON text)."""
-        return flatten(parameters(self.config))
+        return flatten(parameters(self.config, paths=True))
 
     @property
     def paths(self) -> Mapping[str, str]:
@@ -181,14 +217,21 @@ def resolve(cfg: DictConfig, baseline: RunSpec | None = None) -> RunSpec:
 
 
 def resolve_plain(config: dict[str, Any], baseline: RunSpec | None = None) -> RunSpec:
-    """:func:`resolve` for a config that is already plain data."""
-    check(config)
+    """:func:`resolve` for a config that is already plain data (not changed: the spec's own
+    config is completed with the files' digests and a study's default name)."""
+    shape, files, features = check(config)
+    config = dict(config)
+    if files:
+        config["data"] = {**config["data"], "sha256": {f.key.removeprefix("data."): f.sha256
+                                                       for f in files}}
+    if config.get("tune") is not None and not config["tune"].get("study"):
+        config["tune"] = {**config["tune"], "study": dataset_label(config["data"])}
     d, t, p, tr = config["data"], config["train"], config["plot"], config["tracking"]
-    dataset = DATASETS[d["name"]]
-    shape = Shape(*(dataset.size(d, key) for key in ("n_samples", "n_features", "n_classes")))
-    data = DataSpec(d["name"], MappingProxyType({k: d[k] for k in dataset.settings}),
-                    bool(d.get("standardize", False)), d["train_fraction"], d["val_fraction"],
-                    d["test_fraction"], shape)
+    dataset = DATASETS.get(d["name"])
+    settings = {k: d[k] for k in dataset.settings} if dataset else {}
+    data = DataSpec(d["name"], MappingProxyType(settings), bool(d.get("standardize", False)),
+                    d["train_fraction"], d["val_fraction"], d["test_fraction"], shape,
+                    dataset_label(d), files, d.get("target") if files else None, features)
     model = ModelSpec(config["model"]["activation"],
                       tuple(hidden_sizes(config["model"]["hidden_nodes"])))
     uri = (tr.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
@@ -236,8 +279,10 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
-def check(config: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` for the first value that cannot give a meaningful run."""
+def check(config: Mapping[str, Any]
+          ) -> tuple[Shape, tuple[DataFile, ...], tuple[str, ...] | None]:
+    """Raise :class:`ConfigError` for the first value that cannot give a meaningful run;
+    return the data's shape, its files (data=file) and their feature columns."""
     _check_keys(config)
     for rule in RULES:
         value = select(config, rule.key)
@@ -248,20 +293,27 @@ def check(config: Mapping[str, Any]) -> None:
     total = sum(fractions)
     _require(math.isclose(total, 1.0, abs_tol=1e-9), "data.*_fraction", fractions,
              f"fractions summing to 1 (these sum to {total:g})")
-    dataset = DATASETS[d["name"]]
-    n_samples, n_classes = dataset.size(d, "n_samples"), dataset.size(d, "n_classes")
-    sizes = split_sizes(n_samples, d["train_fraction"], d["val_fraction"])
-    key, value = (("data.n_samples", n_samples) if "n_samples" in dataset.settings
-                  else ("data.*_fraction", fractions))  # a key the dataset takes
-    _require(min(sizes) >= 2 * n_classes, key, value,
-             f"enough samples for at least 2 per class in every split; these fractions give "
-             f"{'/'.join(map(str, sizes))} train/val/test of {n_samples} samples for "
-             f"{n_classes} classes")
+    if d["name"] == FILE:
+        shape, files, features = _check_files(d, fractions)
+    else:
+        dataset = DATASETS[d["name"]]
+        shape = Shape(*(dataset.size(d, key) for key in ("n_samples", "n_features",
+                                                          "n_classes")))
+        files, features = (), None
+    if len(files) != 3:  # annlab splits the data (three files are used as given)
+        sizes = split_sizes(shape.n_samples, d["train_fraction"], d["val_fraction"])
+        key, value = (("data.n_samples", shape.n_samples) if d.get("n_samples") is not None
+                      else ("data.*_fraction", fractions))  # a key the dataset takes
+        _require(min(sizes) >= 2 * shape.n_classes, key, value,
+                 f"enough samples for at least 2 per class in every split; these fractions "
+                 f"give {'/'.join(map(str, sizes))} train/val/test of {shape.n_samples} "
+                 f"samples for {shape.n_classes} classes")
     experiment = select(config, "tracking.experiment")
     _require(bool(experiment), "tracking.experiment", experiment, "a non-empty experiment name")
-    _check_memory(config)
+    _check_memory(config, shape)
     if config.get("tune") is not None:
         _check_tune(config)
+    return shape, files, features
 
 
 def _check_keys(config: Mapping[str, Any]) -> None:
@@ -279,15 +331,17 @@ def _check_keys(config: Mapping[str, Any]) -> None:
 
 def _check_settings(d: Mapping[str, Any]) -> None:
     """The settings ``data.name``'s dataset takes hold allowed values; the others are null."""
-    chosen = DATASETS[d["name"]]
+    chosen = DATASETS.get(d["name"])
+    takes = chosen.settings if chosen else FILE_SETTINGS
+    function = chosen.function if chosen else "your files"
     for key, rule in DATA_RULES.items():
         value = d.get(key)
-        if key in chosen.settings:
+        if key in takes:
             _require(rule.ok(value), rule.key, value, rule.allowed)
         else:
-            takes = ", ".join(f"data.{k}" for k in chosen.settings) or "no generator settings"
+            named = ", ".join(f"data.{k}" for k in takes) or "no generator settings"
             _require(value is None, rule.key, value,
-                     f"null: data.name={d['name']} ({chosen.function}) takes {takes}")
+                     f"null: data.name={d['name']} ({function}) takes {named}")
     if d["name"] == "classification":
         used = d["n_informative"] + d["n_redundant"]
         _require(used <= d["n_features"], "data.n_informative + data.n_redundant", used,
@@ -298,13 +352,76 @@ def _check_settings(d: Mapping[str, Any]) -> None:
                  "of 2 clusters each: 2 * n_classes <= 2 ** n_informative")
 
 
-def memory_needed(config: Mapping[str, Any]) -> dict[str, int]:
+def _check_files(d: Mapping[str, Any], fractions: list[float]
+                 ) -> tuple[Shape, tuple[DataFile, ...], tuple[str, ...]]:
+    """data=file: one table (data.path) or three (data.train, data.validation, data.test),
+    read and checked (:func:`annlab.tables.read`); the labels fit for the splits; a recorded
+    data.sha256 the same as the files' content."""
+    from annlab import tables
+
+    keys = ["path"] if d.get("path") else [k for k in ("train", "validation", "test")
+                                           if d.get(k)]
+    if d.get("path") and any(d.get(k) for k in ("train", "validation", "test")) or (
+            not d.get("path") and len(keys) != 3):
+        raise ConfigError("data.path", d.get("path"), "one table to split (data.path) or "
+                          "three used as given (data.train, data.validation and data.test), "
+                          "not both and not part of the three")
+    features = tuple(d["features"]) if d.get("features") else None
+    read = {k: tables.read(f"data.{k}", d[k], d["target"], features, memory_budget())
+            for k in keys}
+    first = read[keys[0]]
+    for k, table in read.items():
+        if table.features != first.features:
+            raise tables.DataError(f"data.{k}", d[k], f"its columns differ from "
+                                   f"data.{keys[0]}'s: {', '.join(table.features)} against "
+                                   f"{', '.join(first.features)}")
+    classes = first.classes
+    if not 2 <= len(classes) <= MAX_CLASSES:
+        raise tables.DataError(f"data.{keys[0]}", d[keys[0]], f"the target column "
+                               f"{d['target']!r} holds {len(classes)} distinct values; allowed: "
+                               f"2 to {MAX_CLASSES} classes")
+    for k in keys[1:]:
+        if unknown := sorted(set(read[k].classes.tolist()) - set(classes.tolist()), key=str)[:3]:
+            raise tables.DataError(f"data.{k}", d[k], f"labels the training file does not "
+                                   f"hold: {', '.join(map(repr, unknown))}")
+    if len(keys) == 1:  # stratified splits: every class in every split
+        values, counts = np.unique(first.y, return_counts=True)
+        need = max(2, math.ceil(1 / min(fractions)))
+        if counts.min() < need:
+            raise tables.DataError("data.path", d["path"], f"class "
+                                   f"{values[counts.argmin()].item()!r} "
+                                   f"has {counts.min()} rows; a stratified split with these "
+                                   f"fractions needs at least {need} of each class")
+    recorded = d.get("sha256") or {}
+    for k, table in read.items():
+        if recorded.get(k) not in (None, table.sha256):
+            raise tables.DataError(f"data.{k}", d[k], f"its content is not what data.sha256 "
+                                   f"records ({recorded[k][:12]}...): it is {table.sha256[:12]}"
+                                   "... now")
+    rows = [len(t.y) for t in read.values()]
+    shape = Shape(sum(rows), len(first.features), len(classes))
+    return shape, tuple(DataFile(f"data.{k}", t.path, t.sha256) for k, t in read.items()), \
+        first.features
+
+
+def dataset_label(d: Mapping[str, Any]) -> str:
+    """How runs, registered models and figures name a data section's dataset: its name, or for
+    data=file the table's stem (three files: the stem they share, else their folder's name)."""
+    if d["name"] != FILE:
+        return d["name"]
+    if d.get("path"):
+        return Path(d["path"]).stem
+    stems = [Path(d[k]).stem for k in ("train", "validation", "test") if d.get(k)]
+    shared = os.path.commonprefix(stems).strip("-_. ") if stems else ""
+    return shared or (Path(d["train"]).resolve().parent.name if d.get("train") else FILE)
+
+
+def memory_needed(config: Mapping[str, Any], shape: Shape) -> dict[str, int]:
     """Rough bytes of a run's largest arrays, by the keys that size them."""
-    d, p, epochs = config["data"], config["plot"], config["train"]["epochs"]
-    dataset = DATASETS[d["name"]]
-    n_samples = dataset.size(d, "n_samples")
-    widths = [dataset.size(d, "n_features"), *hidden_sizes(config["model"]["hidden_nodes"]),
-              dataset.size(d, "n_classes")]
+    p, epochs = config["plot"], config["train"]["epochs"]
+    n_samples = shape.n_samples
+    widths = [shape.n_features, *hidden_sizes(config["model"]["hidden_nodes"]),
+              shape.n_classes]
     frames = min(p["frames"], epochs)
     return {
         # activations, errors and gradients of every layer, a few copies each
@@ -328,8 +445,8 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def _check_memory(config: Mapping[str, Any]) -> None:
-    needed, budget = memory_needed(config), memory_budget()
+def _check_memory(config: Mapping[str, Any], shape: Shape) -> None:
+    needed, budget = memory_needed(config, shape), memory_budget()
     keys, largest = max(needed.items(), key=lambda item: item[1])
     _require(sum(needed.values()) <= budget, keys,
              " x ".join(str(select(config, k)) for k in keys.split(" x ")),
@@ -382,13 +499,15 @@ def split_sizes(n_samples: int, train_fraction: float, val_fraction: float
 
 # -- what is derived -------------------------------------------------------------------------
 
-def parameters(config: Mapping[str, Any]) -> dict[str, Any]:
+def parameters(config: Mapping[str, Any], paths: bool = False) -> dict[str, Any]:
     """The experiment parameters of a plain config: every section but where it is tracked,
     where its files go and how a study drives it; the data section without the settings its
-    dataset does not take (null)."""
+    dataset does not take (null). A data file counts by its content (data.sha256), not its
+    path: ``paths`` keeps the paths too (what a run shows, not what its hash covers)."""
     found = {k: v for k, v in config.items() if k not in NOT_PARAMETERS}
     if isinstance(found.get("data"), Mapping):
-        found["data"] = {k: v for k, v in found["data"].items() if v is not None}
+        found["data"] = {k: v for k, v in found["data"].items() if v is not None and (
+            paths or f"data.{k}" not in FILE_KEYS)}
     return found
 
 
@@ -418,13 +537,13 @@ def run_name(config: Mapping[str, Any], baseline: Mapping[str, Any] | None = Non
         return given
     hidden = "x".join(map(str, hidden_sizes(config["model"]["hidden_nodes"])))
     name = f"{config['model']['activation']}-h{hidden}-lr{config['train']['learning_rate']:g}"
-    dataset = config["data"]["name"]
+    dataset = dataset_label(config["data"])
     if dataset != DEFAULT_DATASET:
         name = f"{dataset}-{name}"
     for key, part in NAME_PARTS.items():
         value = select(config, key)
         if key.startswith("data.") and (baseline is None or value is None
-                                        or dataset != baseline["data"]["name"]):
+                                        or dataset != dataset_label(baseline["data"])):
             continue  # another dataset's settings are its own, not a variation
         if baseline is not None and value != select(baseline, key):
             name += f"-{part}{value:g}" if isinstance(value, float) else f"-{part}{value}"

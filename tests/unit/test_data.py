@@ -24,6 +24,19 @@ def moons(resolved):
     return _moons
 
 
+@pytest.mark.parametrize("name, labels", [
+    ("iris", ["setosa", "versicolor", "virginica"]), ("wine", ["class_0", "class_1", "class_2"]),
+    ("breast_cancer", ["benign", "malignant"]), ("moons", [0, 1])])
+def test_labels_are_the_datasets_own_names_of_its_classes(resolved, name, labels):
+    y = build_data(resolved([f"data={name}"])).y_train
+    assert sorted(np.unique(y).tolist()) == labels
+
+
+def test_configs_recorded_before_class_names_keep_their_numbers(resolved):
+    assert sorted(np.unique(build_data(resolved(["data=iris", "data.label_names=null"])).y_train)
+                  ) == [0, 1, 2]
+
+
 def test_split_sizes_and_stratification(moons):
     s = make_splits(moons(), seed=0)
     assert (len(s.y_train), len(s.y_val), len(s.y_test)) == (600, 200, 200)
@@ -81,7 +94,7 @@ def test_every_dataset_has_the_shape_it_states_and_every_class_in_every_split(re
     y = np.concatenate([s.y_train, s.y_val, s.y_test])
     shape = spec.data.shape
     assert X.shape == (shape.n_samples, shape.n_features)
-    assert sorted(np.unique(y)) == list(range(shape.n_classes))
+    assert len(np.unique(y)) == shape.n_classes
     for part in (s.y_train, s.y_val, s.y_test):  # stratified: every class in every split
         assert len(np.unique(part)) == shape.n_classes
     assert s.standardize and build_data(spec).digest() == s.digest()

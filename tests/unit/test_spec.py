@@ -101,7 +101,8 @@ def test_keys_added_with_plus_that_the_schema_lacks_are_refused(resolved, overri
 
 @pytest.mark.parametrize("overrides, key, allowed", [
     (["data=iris", "data.noise=0.1"], "data.noise", "null: data.name=iris (load_iris) takes "
-                                                    "no generator settings"),
+                                                    "data.label_names"),
+    (["data=moons", "data.path=x.csv"], "data.path", "takes data.n_samples, data.noise"),
     (["data=moons", "data.factor=0.5"], "data.factor", "takes data.n_samples, data.noise"),
     (["data=circles", "data.factor=1.5"], "data.factor", "strictly between 0 and 1"),
     (["data=blobs", "data.n_classes=9"], "data.n_classes", "an integer from 2 to 6"),

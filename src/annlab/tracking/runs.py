@@ -11,6 +11,7 @@ import json
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -324,18 +325,28 @@ class Run:
         """The run's description, shown on its page in the UI."""
         self.set_tags({names.NOTE: markdown})
 
-    def log_datasets(self, name: str, splits: Mapping[str, tuple], digests: Mapping[str, str],
-                     source: Mapping[str, object]) -> None:
-        """Each split as an MLflow dataset input, its context the split's name (the UI's
-        Dataset column and filter); ``source`` says how to make the data again."""
-        from mlflow.data import from_numpy
+    def log_datasets(self, name: str, splits: Mapping[str, pd.DataFrame],
+                     digests: Mapping[str, str], sources: Mapping[str, object],
+                     target: str) -> None:
+        """Each split (a table of its features and ``target``) as an MLflow dataset input, its
+        context the split's name (the UI's Dataset column and filter), its schema the table's
+        columns. Its source: the file it was read from (a path), or how to make the data
+        again (a mapping: the generator, its settings and seed)."""
+        from mlflow.data import from_pandas
         from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         inputs = []
-        for context, (X, y) in splits.items():
-            data = from_numpy(X, source=CodeDatasetSource(dict(source)), targets=y, name=name,
-                              digest=digests[context])
+        for context, frame in splits.items():
+            source = sources[context]
+            with warnings.catch_warnings():  # MLflow's hints about what annlab chose to log:
+                # a path is a local file (it finds two readers), integer labels have no gaps
+                warnings.filterwarnings("ignore", "The specified dataset source can be "
+                                        "interpreted in multiple ways")
+                warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer")
+                data = from_pandas(frame, source=str(source) if isinstance(source, Path)
+                                   else CodeDatasetSource(dict(source)), targets=target,
+                                   name=name, digest=digests[context])
             inputs.append(DatasetInput(Dataset(**data.to_dict()),
                                        [InputTag(names.DATASET_CONTEXT, context)]))
         try:
