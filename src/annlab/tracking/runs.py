@@ -346,9 +346,9 @@ class Run:
                 warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer")
                 data = from_pandas(frame, source=str(source) if isinstance(source, Path)
                                    else CodeDatasetSource(dict(source)), targets=target,
-                                   name=name, digest=digests[context])
-            inputs.append(DatasetInput(Dataset(**data.to_dict()),
-                                       [InputTag(names.DATASET_CONTEXT, context)]))
+                                   name=name, digest=digests[context]).to_dict()
+            inputs.append(DatasetInput(Dataset(**data), [InputTag(names.DATASET_CONTEXT,
+                                                                  context)]))
         try:
             self.client.log_inputs(self.run_id, datasets=inputs)
         except MlflowException as err:
