@@ -146,7 +146,7 @@ def bench_gif() -> None:
         out = Path(tmp)
 
         def ours():
-            plots.render_boundary(snapshots, history, "sigmoid", plots.Plane(s.X_train), s.y_train,
+            plots.render_boundary(snapshots, "sigmoid", plots.Plane(s.X_train), s.y_train,
                                   model.classes_, out / "a.gif", out / "a.png", grid_size=grid,
                                   fps=10, **size)
 

@@ -27,6 +27,8 @@ USER = "mlflow.user"
 NOTE = "mlflow.note.content"  # the run's description (markdown)
 DATASET_CONTEXT = "mlflow.data.context"
 EXPERIMENT_KIND = "mlflow.experimentKind"
+RUN_NAME = "mlflow.runName"  # set in a batch: a run renamed without a request of its own
+LOGGED_IMAGES = "mlflow.loggedImages"  # the UI's image charts read a run's images when set
 SHARED_VIEW = "mlflow.sharedViewState."  # an experiment tag: a saved view of the runs table
 
 # annlab's run tags
@@ -35,6 +37,7 @@ DATA_HASH = "annlab.data_hash"
 GIT_DIRTY = "annlab.git_dirty"
 LOCK_HASH = "annlab.lock_hash"
 PLATFORM = "annlab.platform"
+ENVIRONMENT = "annlab.environment"  # JSON: git state, lock file, package versions, platform
 FAILURE = "annlab.failure"
 PROCESS = "annlab.process"  # host, boot id, pid and start of the process writing the run
 HEARTBEAT = "annlab.heartbeat"  # unix time, renewed while that process lives
@@ -53,10 +56,8 @@ VERDICT = "annlab.verdict"
 # Artifacts
 CONFIG_FILE = "config/config.yaml"
 OVERRIDES_FILE = "config/overrides.yaml"
-ENVIRONMENT_FILE = "environment/environment.json"
+ENVIRONMENT_FILE = "environment/environment.json"  # runs recorded before annlab.environment
 GIT_DIFF_FILE = "environment/git.diff"
-DATA_DIR = "data"
-SPLITS_FILE = "splits.npz"
 FIGURES_DIR = "figures"
 MODEL_DIR = "model"
 WEIGHTS_FILE = "data/weights.npz"  # inside the logged pyfunc model
@@ -68,14 +69,13 @@ REPORT_FILE = "reproduce/report.txt"
 # and for such data the test split's confusion matrix.
 FIGURE_FILES = {"misclassification": "misclassification.png", "boundary": "boundary.gif",
                 "boundary_final": "boundary_final.png", "confusion": "confusion_matrix.png"}
-# ... and those also logged at the artifact root, the only level MLflow's Compare page lists.
-COMPARED_FIGURES = ("misclassification", "boundary_final")
 SWEEP_FIGURE_FILES = {"heatmaps": "val_misclassification_heatmaps.png",
                       "curves": "val_curves.png", "boundaries": "boundaries.png"}
 
 # Logged model and images
 MODEL_NAME = "model"  # the run's MLflow 3 logged model: runs:/<run id>/model
 MODEL_RUN_NAME = "annlab.run_name"  # the logged model's tag: the run it comes from
+SERVING_EXAMPLE = "annlab.serving_example"  # in its MLmodel's metadata: rows it answers
 VERSION_SCORE = "annlab.val_misclassification"  # a model version's tag: what ranks it
 BOUNDARY_IMAGE_KEY = "boundary"  # per-epoch decision boundaries, step = epoch
 

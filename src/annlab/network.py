@@ -192,12 +192,15 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
         """Train from a fresh initialisation for ``epochs`` epochs.
 
         ``eval_set=(X_val, y_val)`` adds validation loss and misclassification to
-        ``history_`` at every epoch; ``callback(model)`` runs after every epoch, and training
-        stops early (a tuning study pruning it, say) when it returns True.
+        ``history_`` at every epoch; ``callback(model)`` runs once with the initial weights
+        (``n_iter_`` 0) and after every epoch, and training stops early (a tuning study pruning
+        it, say) when it returns True.
         """
         X, y = validate_data(self, X, y, dtype=np.float64, reset=True)
         check_classification_targets(y)
         self._initialise(X.shape[1], np.unique(y))
+        if callback is not None and callback(self):
+            return self
         return self._train(X, y, self.epochs, eval_set, callback)
 
     def partial_fit(self, X, y, classes=None, *, eval_set=None, callback=None):

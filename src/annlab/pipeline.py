@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from annlab import model_io, names, plots, provenance, tracking, training
 from annlab.data import Splits, derive_seed, make_splits
 from annlab.model_io import save_weights
-from annlab.network import NeuralNetClassifier
+from annlab.network import HISTORY_KEYS, NeuralNetClassifier
 from annlab.spec import PlotSpec, RunSpec, parameters
 
 SCORE_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # score -> its dataset
@@ -60,7 +60,7 @@ def make_figures(model: NeuralNetClassifier, snapshots, history, splits: Splits,
              for epoch in training.spread((s.epoch for s in snapshots), p.image_steps)}
     size = p.size
     plots.plot_misclassification(history, files["misclassification"], **size)
-    plots.render_boundary(snapshots, history, model.activation, boundary_plane(splits),
+    plots.render_boundary(snapshots, model.activation, boundary_plane(splits),
                           splits.y_train, model.classes_, files["boundary"],
                           files["boundary_final"], grid_size=p.grid_size, fps=p.fps,
                           step_paths=steps, **size)
@@ -100,20 +100,22 @@ class Outcome:
         return epochs if self.failure is None and epochs < self.model.epochs else None
 
 
-def rebuild(spec: RunSpec, out_dir: Path, stop=None) -> Outcome:
-    """Data, model, training, scores, figures and weights of ``spec``, files under ``out_dir``;
-    ``stop(model)`` may end training early (see :func:`annlab.training.train`).
+def rebuild(spec: RunSpec, out_dir: Path, stop=None, watch=None,
+            splits: Splits | None = None) -> Outcome:
+    """Data (``splits``, if made already), model, training, scores, figures and weights of
+    ``spec``, files under ``out_dir``; ``stop(model)`` may end training early and
+    ``watch(model)`` sees each epoch trained (see :func:`annlab.training.train`).
 
     A failure after the data stage (divergence, an interrupt) is returned in
     ``Outcome.failure``, never swallowed: every caller re-raises it once it has what it needs.
     """
-    outcome = Outcome(build_data(spec), build_model(spec))
+    outcome = Outcome(splits or build_data(spec), build_model(spec))
     model, splits = outcome.model, outcome.splits
     try:
         seen = splits.scaled()  # what the network takes: raw rows or standardised ones
         snapshots = training.train(model, seen,
                                    training.frame_epochs(spec.train.epochs, spec.plot.frames),
-                                   stop)
+                                   stop, watch)
         outcome.history = training.history_frame(model)
         outcome.scores = training.evaluate(model, seen)
         outcome.figures, outcome.step_images = make_figures(
@@ -139,10 +141,11 @@ class RunResult:
 
 
 def run_experiment(spec: RunSpec, overrides: Sequence[str], out_dir: Path,
-                   entry_point: str = "pipelines/run.py", stop=None) -> RunResult:
+                   entry_point: str = "pipelines/run.py", stop=None, watch=None) -> RunResult:
     """Run and track one resolved config; files go to ``out_dir``; ``entry_point`` is what the
     run's Source names; ``stop`` may end training early (a study pruning a trial: the run still
-    ends FINISHED, tagged with the last epoch it trained).
+    ends FINISHED, tagged with the last epoch it trained); ``watch`` sees each epoch (a
+    terminal's progress). The curves reach the store while the run trains.
 
     Re-raises a failure inside the run after recording it (FAILED, or KILLED on an interrupt).
     """
@@ -154,11 +157,14 @@ def run_experiment(spec: RunSpec, overrides: Sequence[str], out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     with experiment.start_run(spec.name, provenance.collect(spec.hash, entry_point),
                               parent_run_id=parent, sweep=spec.tracking.sweep, tags=trial) as run:
-        run.log_params(spec.params)
         run.log_text(OmegaConf.to_yaml(dict(spec.config)), names.CONFIG_FILE)
         run.log_text(OmegaConf.to_yaml(list(overrides)), names.OVERRIDES_FILE)
-        outcome = rebuild(spec, out_dir, stop)
-        _record(run, spec, outcome, out_dir)
+        splits = build_data(spec)
+        curves = run.curves(list(HISTORY_KEYS), spec.params, {names.DATA_HASH: splits.digest()})
+        _log_datasets(run, spec, splits)
+        watching = curves.watch if watch is None else lambda m: (curves.watch(m), watch(m))
+        outcome = rebuild(spec, out_dir, stop, watching, splits)
+        _record(run, curves, experiment.id, spec, outcome)
         if outcome.failure is not None:
             raise outcome.failure
     return RunResult(run.run_id, spec.name, experiment.id, uri, outcome.scores, outcome.figures,
@@ -166,43 +172,48 @@ def run_experiment(spec: RunSpec, overrides: Sequence[str], out_dir: Path,
                      val_curve=outcome.history["val_misclassification"].tolist())
 
 
-def _record(run: tracking.Run, spec: RunSpec, outcome: Outcome, out_dir: Path) -> None:
-    """Everything the outcome holds (a failed one: its data and curves so far)."""
-    splits, data = outcome.splits, spec.data
-    run.set_tags({names.DATA_HASH: splits.digest()})
+def _log_datasets(run: tracking.Run, spec: RunSpec, splits: Splits) -> None:
+    """Each split as a dataset input: a table of its features and labels, its source the file
+    it was read from or how to make it again."""
+    data, target = spec.data, spec.data.target or model_io.TARGET
     by_split = {f.split: f.path for f in data.files}
     run.log_datasets(data.input_name, {
-        context: model_io.table(X, y, data.columns, data.target or model_io.TARGET)
+        context: model_io.table(X, y, data.columns, target)
         for context, (X, y) in splits.by_context().items()}, splits.context_digests(),
         {context: by_split.get(context) or by_split.get(None) or {
             "function": f"sklearn.datasets.{data.function}",
             **parameters(spec.config)["data"], "seed": spec.seed}
-         for context in splits.by_context()}, data.target or model_io.TARGET)
-    splits.save(out_dir / names.SPLITS_FILE)
-    run.log_artifact(out_dir / names.SPLITS_FILE, names.DATA_DIR)
-    # The objective first: the UI's Compare page plots the first metric logged by default.
-    history = outcome.history
-    logged_at = run.log_history(history[sorted(history.columns,
-                                               key=lambda c: c != "val_misclassification")])
+         for context in splits.by_context()}, target)
+
+
+def _record(run: tracking.Run, curves: tracking.Curves, experiment_id: str, spec: RunSpec,
+            outcome: Outcome) -> None:
+    """Everything the outcome holds (a failed one: its curves so far), in as few requests as
+    MLflow allows: the figures and step images, the model, then one last batch with the
+    curves not sent yet, the final metrics linked to the model, and the run's tags."""
+    tags = {names.NOTE: describe(spec, run.run_id, outcome)}
+    name = spec.name
     if outcome.stopped_at is not None:  # pruned: said in its name too, it ends FINISHED
-        run.set_tags({names.PRUNED_AT: outcome.stopped_at})
-        run.rename(f"pruned@{outcome.stopped_at}-{spec.name}")  # first: names get cut
-    run.set_note(describe(spec, run.run_id, outcome))
+        name = f"pruned@{outcome.stopped_at}-{spec.name}"  # first: names get cut
+        tags |= {names.PRUNED_AT: outcome.stopped_at, names.RUN_NAME: name}
     if outcome.failure is not None:
+        curves.flush(tags)
         return
     for path in outcome.figures.values():
         run.log_artifact(path, names.FIGURES_DIR)
-    for key in names.COMPARED_FIGURES:
-        run.log_artifact(outcome.figures[key])
-    run.log_images(names.BOUNDARY_IMAGE_KEY, outcome.step_images)
+    tags |= run.log_images(names.BOUNDARY_IMAGE_KEY, outcome.step_images)
+    splits, data = outcome.splits, spec.data
+    model_id = run.create_model(experiment_id, outcome.weights,
+                                model_io.features(splits.X_train, data.columns),
+                                outcome.model.predict(splits.inputs(splits.X_train)),
+                                spec.params, name)
     val = outcome.history["val_misclassification"]
-    metrics = [tracking.ModelMetric(k, v, SCORE_SPLITS[k.split("_")[0]])
-               for k, v in outcome.scores.items()]
-    metrics.append(tracking.ModelMetric("val_misclassification", val.iloc[-1], "validation",
-                                        int(val.index[-1]), logged_at))
-    run.log_model(outcome.weights, model_io.features(splits.X_train, data.columns),
-                  outcome.model.predict(splits.inputs(splits.X_train)), metrics,
-                  data.input_name, splits.context_digests())
+    linked = [tracking.ModelMetric(k, v, SCORE_SPLITS[k.split("_")[0]])
+              for k, v in outcome.scores.items()]
+    linked.append(tracking.ModelMetric("val_misclassification", val.iloc[-1], "validation",
+                                       int(val.index[-1])))
+    curves.flush(tags, model_id, linked, data.input_name, splits.context_digests())
+    run.publish_model(model_id)
 
 
 def describe(spec: RunSpec, run_id: str, outcome: Outcome) -> str:

@@ -152,11 +152,12 @@ def load_recorded(store: tracking.Store, run_id: str, scratch: Path,
     files = scratch / "recorded"
     try:
         config_file = run.download(names.CONFIG_FILE, files)
-        environment = json.loads(run.download(names.ENVIRONMENT_FILE, files).read_text())
+        environment = json.loads(record.tags.get(names.ENVIRONMENT) or run.download(
+            names.ENVIRONMENT_FILE, files).read_text())  # a tag, or a file in older runs
     except tracking.TrackingError as err:
-        raise tracking.TrackingError(f"{what} was made by annlab but its "
-                                     f"{names.CONFIG_FILE} or {names.ENVIRONMENT_FILE} artifact "
-                                     "is missing (deleted?); it cannot be rerun") from err
+        raise tracking.TrackingError(f"{what} was made by annlab but its {names.CONFIG_FILE} "
+                                     "artifact is missing (deleted?); it cannot be rerun"
+                                     ) from err
     recorded_cfg = OmegaConf.load(config_file)
     # Where files go is this checkout's business, whatever the recording machine had; data
     # files are read as they are now (their recorded digests are compared by a check).

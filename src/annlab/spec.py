@@ -294,20 +294,28 @@ def check(config: Mapping[str, Any]
     _require(math.isclose(total, 1.0, abs_tol=1e-9), "data.*_fraction", fractions,
              f"fractions summing to 1 (these sum to {total:g})")
     if d["name"] == FILE:
-        shape, files, features = _check_files(d, fractions)
+        shape, files, features, given = _check_files(d, fractions)
     else:
         dataset = DATASETS[d["name"]]
         shape = Shape(*(dataset.size(d, key) for key in ("n_samples", "n_features",
                                                           "n_classes")))
-        files, features = (), None
-    if len(files) != 3:  # annlab splits the data (three files are used as given)
-        sizes = split_sizes(shape.n_samples, d["train_fraction"], d["val_fraction"])
+        files, features, given = (), None, None
+    sizes = given or split_sizes(shape.n_samples, d["train_fraction"], d["val_fraction"])
+    if given is None:  # annlab splits the data (three files are used as given)
         key, value = (("data.n_samples", shape.n_samples) if d.get("n_samples") is not None
                       else ("data.*_fraction", fractions))  # a key the dataset takes
         _require(min(sizes) >= 2 * shape.n_classes, key, value,
                  f"enough samples for at least 2 per class in every split; these fractions "
                  f"give {'/'.join(map(str, sizes))} train/val/test of {shape.n_samples} "
                  f"samples for {shape.n_classes} classes")
+    n_train = sizes[0]
+    batch = config["train"].get("batch_size")
+    _require(batch is None or batch <= n_train, "train.batch_size", batch,
+             f"null (full batch) or at most the {n_train} rows of the training split")
+    p, epochs = config["plot"], config["train"]["epochs"]
+    frames = min(p["frames"], epochs + 1)  # epoch 0 to the last
+    _require(p["image_steps"] <= frames, "plot.image_steps", p["image_steps"],
+             f"at most the animation's {frames} frames (plot.frames, and train.epochs + 1)")
     experiment = select(config, "tracking.experiment")
     _require(bool(experiment), "tracking.experiment", experiment, "a non-empty experiment name")
     _check_memory(config, shape)
@@ -353,10 +361,11 @@ def _check_settings(d: Mapping[str, Any]) -> None:
 
 
 def _check_files(d: Mapping[str, Any], fractions: list[float]
-                 ) -> tuple[Shape, tuple[DataFile, ...], tuple[str, ...]]:
+                 ) -> tuple[Shape, tuple[DataFile, ...], tuple[str, ...], tuple | None]:
     """data=file: one table (data.path) or three (data.train, data.validation, data.test),
     read and checked (:func:`annlab.tables.read`); the labels fit for the splits; a recorded
-    data.sha256 the same as the files' content."""
+    data.sha256 the same as the files' content. Returns the shape, the files, their features
+    and, for three files, each one's rows (the splits' sizes)."""
     from annlab import tables
 
     keys = ["path"] if d.get("path") else [k for k in ("train", "validation", "test")
@@ -398,10 +407,10 @@ def _check_files(d: Mapping[str, Any], fractions: list[float]
             raise tables.DataError(f"data.{k}", d[k], f"its content is not what data.sha256 "
                                    f"records ({recorded[k][:12]}...): it is {table.sha256[:12]}"
                                    "... now")
-    rows = [len(t.y) for t in read.values()]
+    rows = tuple(len(t.y) for t in read.values())
     shape = Shape(sum(rows), len(first.features), len(classes))
-    return shape, tuple(DataFile(f"data.{k}", t.path, t.sha256) for k, t in read.items()), \
-        first.features
+    return (shape, tuple(DataFile(f"data.{k}", t.path, t.sha256) for k, t in read.items()),
+            first.features, rows if len(rows) == 3 else None)
 
 
 def dataset_label(d: Mapping[str, Any]) -> str:

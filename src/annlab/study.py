@@ -347,7 +347,7 @@ class Reporter:
     def __call__(self, model) -> bool:
         now = time.monotonic()
         epoch = model.n_iter_
-        if now - self.beat < HEARTBEAT_SECONDS and epoch % self.every:
+        if epoch == 0 or now - self.beat < HEARTBEAT_SECONDS and epoch % self.every:
             return False
         with interrupts.held():
             if now - self.beat >= HEARTBEAT_SECONDS:  # what Study.optimize does for its trials

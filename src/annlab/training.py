@@ -14,16 +14,19 @@ from annlab.network import NeuralNetClassifier
 
 @dataclass
 class Snapshot:
-    """The weights after ``epoch`` epochs, for one frame of the boundary animation."""
+    """The weights after ``epoch`` epochs (0: as initialised), for one frame of the boundary
+    animation, and the training split's misclassification then."""
 
     epoch: int
     coefs: list[np.ndarray]
     intercepts: list[np.ndarray]
+    train_misclassification: float
 
 
 def frame_epochs(epochs: int, frames: int) -> np.ndarray:
-    """Up to ``frames`` epochs spread evenly over 1..epochs, always including the last."""
-    return np.unique(np.linspace(1, epochs, min(frames, epochs)).round().astype(int))
+    """Up to ``frames`` epochs spread evenly over 0..epochs (0: the untrained network),
+    always including the first and the last."""
+    return np.unique(np.linspace(0, epochs, min(frames, epochs + 1)).round().astype(int))
 
 
 def spread(epochs, count: int) -> list[int]:
@@ -36,11 +39,13 @@ def spread(epochs, count: int) -> list[int]:
 
 
 def train(model: NeuralNetClassifier, splits: Splits, snapshot_epochs,
-          stop: Callable[[NeuralNetClassifier], bool] | None = None) -> list[Snapshot]:
+          stop: Callable[[NeuralNetClassifier], bool] | None = None,
+          watch: Callable[[NeuralNetClassifier], None] | None = None) -> list[Snapshot]:
     """Fit ``model`` on the training split, validating every epoch; keep weight snapshots.
 
-    ``stop(model)``, asked after every epoch, ends training early when it returns True; the
-    last epoch trained then gets a snapshot too, so the figures cover every epoch trained.
+    ``watch(model)`` sees every epoch trained. ``stop(model)``, asked after every epoch, ends
+    training early when it returns True; the last epoch trained then gets a snapshot too, so
+    the figures cover every epoch trained.
     The per-epoch curves stay on the model (``model.history_``), so whoever called this still
     has them when training diverges part way.
     """
@@ -48,12 +53,18 @@ def train(model: NeuralNetClassifier, splits: Splits, snapshot_epochs,
     snapshots: list[Snapshot] = []
 
     def snapshot(m: NeuralNetClassifier) -> None:
+        wrong = (m.history_["train_misclassification"][-1] if m.n_iter_ else
+                 float(np.mean(m.predict(splits.X_train) != splits.y_train)))
         snapshots.append(Snapshot(m.n_iter_, [W.copy() for W in m.coefs_],
-                                  [b.copy() for b in m.intercepts_]))
+                                  [b.copy() for b in m.intercepts_], wrong))
 
     def after_epoch(m: NeuralNetClassifier) -> bool:
         if m.n_iter_ in wanted:
             snapshot(m)
+        if m.n_iter_ == 0:  # the initial weights, before any epoch
+            return False
+        if watch is not None:
+            watch(m)
         return stop is not None and stop(m)
 
     model.fit(splits.X_train, splits.y_train, eval_set=(splits.X_val, splits.y_val),

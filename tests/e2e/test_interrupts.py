@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from annlab import tracking
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["train.epochs=200000", "plot.frames=2", "plot.grid_size=12", "plot.dpi=30",
+TINY = ["train.epochs=200000", "plot.frames=3", "plot.grid_size=12", "plot.dpi=30",
         "data.n_samples=120", "model.activation=tanh,relu", "model.hidden_nodes=3",
         "train.learning_rate=0.1,0.5"]
 

@@ -30,7 +30,7 @@ from annlab.pipeline import build_data, run_experiment
 from tests.servers import MlflowServer, assert_loopback_only, descendants, free_port, kill_pids
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["plot.frames=2", "plot.grid_size=12", "plot.dpi=30", "data.n_samples=120"]
+TINY = ["plot.frames=3", "plot.grid_size=12", "plot.dpi=30", "data.n_samples=120"]
 CURVES = ("train_loss", "val_loss", "train_misclassification", "val_misclassification")
 # Jobs that train for a few seconds (mini-batches of one) without many points to log.
 SLOW_JOB = ["train.batch_size=1", "train.epochs=600"]

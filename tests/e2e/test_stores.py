@@ -89,11 +89,15 @@ def test_processes_opening_a_new_store_at_once_all_succeed_and_leave_it_whole(tm
 
 
 def _log_same_data(uri, experiment, barrier):
+    from annlab.model_io import table
+
     with tracking.open(uri, experiment).start_run("r") as run:
         X, y = np.arange(20.0).reshape(10, 2), np.arange(10) % 2
         barrier.wait()  # both look the datasets up before either inserts them
-        run.log_datasets("moons", {"train": (X, y), "validation": (X[:4], y[:4])},
-                         {"train": "d1", "validation": "d2"}, {"seed": 0})
+        run.log_datasets("moons", {"train": table(X, y, ["x1", "x2"], "target"),
+                                   "validation": table(X[:4], y[:4], ["x1", "x2"], "target")},
+                         {"train": "d1", "validation": "d2"},
+                         {"train": {"seed": 0}, "validation": {"seed": 0}}, "target")
 
 
 def test_runs_logging_the_same_data_at_once_both_record_it(tmp_path):

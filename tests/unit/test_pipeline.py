@@ -29,7 +29,7 @@ def test_rebuild_makes_the_curves_scores_figures_steps_and_weights(resolved, tmp
                                    "test_misclassification"}
     assert set(outcome.figures) == {"misclassification", "boundary", "boundary_final"}
     assert all(path.is_file() for path in outcome.figures.values())
-    assert sorted(outcome.step_images) == [1, 20, 40]
+    assert sorted(outcome.step_images) == [0, 20, 40]  # the untrained network first
     with np.load(outcome.weights, allow_pickle=False) as f:
         assert {"coef_0", "coef_1", "scaler_mean"} <= set(f.files)  # moons is standardised
 

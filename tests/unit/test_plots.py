@@ -22,7 +22,7 @@ def trained(resolved):
 def _render(trained, out):
     model, splits, snapshots, history = trained
     plots.plot_misclassification(history, out / "m.png", 4, 3, 50)
-    plots.render_boundary(snapshots, history, model.activation, plots.Plane(splits.X_train),
+    plots.render_boundary(snapshots, model.activation, plots.Plane(splits.X_train),
                           splits.y_train, model.classes_, out / "b.gif", out / "b.png",
                           grid_size=30, fps=5, width=4, height=3, dpi=50)
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
@@ -61,7 +61,7 @@ def test_step_images_are_the_animations_frames_at_their_epochs(trained, tmp_path
     model, splits, snapshots, history = trained
     epochs = [s.epoch for s in snapshots]
     steps = {epochs[1]: tmp_path / "early.png", epochs[4]: tmp_path / "late.png"}
-    plots.render_boundary(snapshots, history, model.activation, plots.Plane(splits.X_train),
+    plots.render_boundary(snapshots, model.activation, plots.Plane(splits.X_train),
                           splits.y_train, model.classes_, tmp_path / "b.gif",
                           tmp_path / "b.png", grid_size=30, fps=5, width=4, height=3, dpi=50,
                           step_paths=steps)

@@ -73,6 +73,8 @@ def test_the_tracking_uri_is_the_configs_then_the_environments_then_the_store(
     ("seed=-1", "seed"),
     ("plot.frames=0", "plot.frames"),
     ("tracking.experiment=''", "tracking.experiment"),
+    ("train.batch_size=601", "train.batch_size"),
+    ("plot.image_steps=31", "plot.image_steps"),
 ])
 def test_a_bad_value_names_its_key_its_value_and_what_is_allowed(resolved, override, key):
     err = _refusal(resolved, [override])

@@ -14,9 +14,9 @@ def splits(resolved):
     return make_splits(resolved(["data.n_samples=200"]).data, seed=0).scaled()
 
 
-def test_frame_epochs_spread_and_end_on_the_last():
-    assert list(training.frame_epochs(1000, 5)) == [1, 251, 500, 750, 1000]
-    assert list(training.frame_epochs(3, 10)) == [1, 2, 3]
+def test_frame_epochs_spread_from_the_untrained_network_to_the_last():
+    assert list(training.frame_epochs(1000, 5)) == [0, 250, 500, 750, 1000]
+    assert list(training.frame_epochs(3, 10)) == [0, 1, 2, 3]
 
 
 def test_spread_keeps_the_first_and_the_last():
@@ -26,17 +26,31 @@ def test_spread_keeps_the_first_and_the_last():
 
 def test_snapshots_are_taken_at_the_epochs_asked_with_copies_of_the_weights(splits):
     model = NeuralNetClassifier(hidden_nodes=4, epochs=30, random_state=0)
-    snapshots = training.train(model, splits, [1, 10, 30])
-    assert [s.epoch for s in snapshots] == [1, 10, 30]
+    snapshots = training.train(model, splits, [0, 10, 30])
+    assert [s.epoch for s in snapshots] == [0, 10, 30]
     assert not np.array_equal(snapshots[0].coefs[0], snapshots[-1].coefs[0])
     np.testing.assert_array_equal(snapshots[-1].coefs[0], model.coefs_[0])
     assert snapshots[-1].coefs[0] is not model.coefs_[0]
+    assert snapshots[-1].train_misclassification == model.history_["train_misclassification"][-1]
+
+
+def test_the_epoch_0_snapshot_is_the_untrained_network_and_its_score(splits):
+    model = NeuralNetClassifier(hidden_nodes=4, epochs=5, random_state=0)
+    (start, _) = training.train(model, splits, [0, 5])
+    untrained = NeuralNetClassifier(hidden_nodes=4, epochs=5, random_state=0)
+    untrained._initialise(splits.X_train.shape[1], np.unique(splits.y_train))
+    np.testing.assert_array_equal(start.coefs[0], untrained.coefs_[0])
+    assert start.train_misclassification == np.mean(
+        untrained.predict(splits.X_train) != splits.y_train)
 
 
 def test_a_stop_ends_training_and_the_last_epoch_gets_a_snapshot(splits):
     model = NeuralNetClassifier(hidden_nodes=4, epochs=30, random_state=0)
     snapshots = training.train(model, splits, [1, 30], stop=lambda m: m.n_iter_ >= 12)
     assert model.n_iter_ == 12 and [s.epoch for s in snapshots] == [1, 12]
+    never = NeuralNetClassifier(hidden_nodes=4, epochs=30, random_state=0)
+    training.train(never, splits, [], stop=lambda m: True)  # asked after the first epoch only
+    assert never.n_iter_ == 1
     history = training.history_frame(model)
     assert list(history.index) == list(range(1, 13)) and history.index.name == "epoch"
     assert set(history.columns) == {"train_loss", "train_misclassification", "val_loss",

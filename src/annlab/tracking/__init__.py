@@ -13,7 +13,7 @@ import logging
 import os
 
 from annlab.tracking.registry import Registered, model_uri, register, serving_example
-from annlab.tracking.runs import BEST_VIEW_STATE, Experiment, ModelMetric, Record, Run
+from annlab.tracking.runs import BEST_VIEW_STATE, Curves, Experiment, ModelMetric, Record, Run
 from annlab.tracking.store import (
     Store,
     TrackingError,
@@ -39,7 +39,7 @@ for _name, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
                       "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}.items():
     os.environ.setdefault(_name, _value)
 
-__all__ = ["BEST_VIEW_STATE", "Experiment", "ModelMetric", "Record", "Registered", "Run",
+__all__ = ["BEST_VIEW_STATE", "Curves", "Experiment", "ModelMetric", "Record", "Registered", "Run",
            "Store", "TrackingError", "connect", "file_lock", "first_line", "is_server",
            "model_uri", "open", "register", "resolve_uri", "serving_example", "sqlite_path"]
 

@@ -8,6 +8,7 @@ champion (a tie keeps the champion). Against a tracking server the registry is t
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +114,15 @@ def model_uri(store: Store, name: str, run_id: str | None = None) -> tuple[str, 
 
 
 def serving_example(store: Store, run_id: str) -> str:
-    """The JSON body MLflow saved with the run's model: rows it answers, as its scoring
-    server takes them."""
+    """A JSON body the run's model answers, as its scoring server takes it: the rows saved in
+    its MLmodel's metadata (or MLflow's own serving example, for models saved before)."""
+    from mlflow.models import Model
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = Run(store, run_id).download_model_file("serving_input_example.json", Path(tmp))
+        run = Run(store, run_id)
+        model = Model.load(run.download_model_file("MLmodel", Path(tmp)))
+        example = (model.metadata or {}).get(names.SERVING_EXAMPLE)
+        if example is not None:
+            return json.dumps(example, separators=(", ", ": "))
+        path = run.download_model_file("serving_input_example.json", Path(tmp))
         return " ".join(path.read_text().split())

@@ -8,9 +8,11 @@ Every tag, status and artifact name comes from :mod:`annlab.names`.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -51,14 +53,12 @@ MODEL_PACKAGES = ("annlab", "numpy", "scipy", "scikit-learn")
 @dataclass(frozen=True)
 class ModelMetric:
     """A final metric linked to a run's model: measured on ``split`` (a dataset context), at
-    ``step``; a per-epoch curve's last point keeps its step and ``timestamp`` (ms), so that
-    MLflow files it as that same point, not a second one."""
+    ``step`` (a per-epoch curve's last point is sent once, linked)."""
 
     key: str
     value: float
     split: str | None = None
     step: int = 0
-    timestamp: int | None = None
 
 
 # -- what is read back -----------------------------------------------------------------------
@@ -188,7 +188,9 @@ class Experiment:
                          names.GIT_COMMIT: provenance.git.commit,
                          names.GIT_DIRTY: provenance.git.dirty,
                          names.LOCK_HASH: provenance.lock_hash,
-                         names.PLATFORM: provenance.platform["fingerprint"]}
+                         names.PLATFORM: provenance.platform["fingerprint"],
+                         names.ENVIRONMENT: json.dumps(provenance.environment(),
+                                                       sort_keys=True, default=str)}
         all_tags |= {names.PARENT_RUN: parent_run_id, names.SWEEP: sweep,
                      **liveness.writer_tags()}
         with interrupts.raised() as received:
@@ -201,10 +203,8 @@ class Experiment:
             run = Run(self.store, info.run_id)
             with run.heartbeat():
                 try:
-                    if provenance is not None:
-                        run.log_dict(provenance.environment(), names.ENVIRONMENT_FILE)
-                        if provenance.git.diff:
-                            run.log_text(provenance.git.diff, names.GIT_DIFF_FILE)
+                    if provenance is not None and provenance.git.diff:
+                        run.log_text(provenance.git.diff, names.GIT_DIFF_FILE)
                     yield run
                 except BaseException as err:
                     self.store.check_reachable(f"run {run_name} ({run.run_id}) stays RUNNING "
@@ -272,6 +272,55 @@ class Experiment:
         return stale
 
 
+FLUSH_SECONDS = 5.0  # how often a training run's new curve points are sent
+
+
+class Curves:
+    """A run's per-epoch curves, sent while it trains: each epoch's values are kept, and once
+    FLUSH_SECONDS have passed the epochs not sent yet go out in one batch (with the params and
+    tags still pending), so that the UI's charts grow live and a run killed midway keeps what
+    it trained. A run shorter than that sends everything in its last batch (:meth:`flush`),
+    with its final metrics linked to its model: no request more than logging it all at the
+    end."""
+
+    def __init__(self, run: Run, keys: list[str], params: Mapping[str, object],
+                 tags: Mapping[str, object]):
+        # The objective first: the UI's Compare page plots the first metric logged by default.
+        self.run, self.keys = run, sorted(keys, key=lambda k: k != "val_misclassification")
+        self.params, self.tags = dict(params), dict(tags)
+        self.points: list[tuple[int, dict[str, float]]] = []
+        self.sent = time.monotonic()
+
+    def add(self, epoch: int, values: Mapping[str, float]) -> None:
+        self.points.append((epoch, dict(values)))
+        if time.monotonic() - self.sent >= FLUSH_SECONDS:
+            self.sent = time.monotonic()
+            with suppress(MlflowException, OSError):  # kept for the next batch
+                self.flush()
+
+    def watch(self, model) -> None:
+        """As a training callback: the epoch the model just trained."""
+        self.add(model.n_iter_, {key: model.history_[key][-1] for key in self.keys})
+
+    def flush(self, tags: Mapping[str, object] | None = None, model_id: str | None = None,
+              linked: list[ModelMetric] = (), dataset: str | None = None,
+              digests: Mapping[str, str] | None = None) -> None:
+        """Everything pending in one batch: the points not sent yet, ``tags``, and the final
+        metrics ``linked`` to the model ``model_id`` and to the dataset of the split each was
+        measured on (``dataset``'s inputs, a context of ``digests``). A linked curve point
+        replaces its plain one."""
+        now = int(time.time() * 1000)
+        taken = {(m.key, m.step) for m in linked}
+        metrics = [Metric(key, float(values[key]), now, epoch) for epoch, values in self.points
+                   for key in self.keys if key in values and (key, epoch) not in taken]
+        metrics += [Metric(m.key, float(m.value), now, m.step, model_id=model_id,
+                           dataset_name=dataset if m.split else None,
+                           dataset_digest=digests[m.split] if m.split else None)
+                    for m in linked]
+        self.run.log_batch(self.params, {**self.tags, **(tags or {})}, metrics)
+        self.params, self.tags, self.points = {}, {}, []
+
+
 class Run:
     """One MLflow run: what is logged to it (in batched or single-file calls) and read back."""
 
@@ -288,26 +337,37 @@ class Run:
         except MlflowException as err:
             raise TrackingError(f"no run with id {self.run_id!r} in {self.store.uri}") from err
 
+    def log_batch(self, params: Mapping[str, object] | None = None,
+                  tags: Mapping[str, object] | None = None,
+                  metrics: list[Metric] | None = None) -> None:
+        """Params, tags and metrics in as few requests as MLflow's limits allow (it chunks)."""
+        self.client.log_batch(
+            self.run_id, metrics=metrics or [],
+            params=[Param(k, str(v)) for k, v in (params or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items() if v is not None])
+
     def log_params(self, params: Mapping[str, object]) -> None:
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.log_batch(params=params)
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()
-                                                 if v is not None])
+        self.log_batch(tags=tags)
 
     def log_metrics(self, values: Mapping[str, float]) -> None:
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0)
-                                                    for k, v in values.items()])
+        self.log_batch(metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
 
-    def log_history(self, history: pd.DataFrame) -> int:
-        """Every column as a per-step metric (step = the frame's index), in batched requests;
-        returns their timestamp (ms)."""
-        now = int(time.time() * 1000)
-        metrics = [Metric(name, float(value), now, int(step))
-                   for name, column in history.items() for step, value in column.items()]
-        self.client.log_batch(self.run_id, metrics=metrics)  # MLflow chunks to its limits
-        return now
+    def curves(self, keys: list[str], params: Mapping[str, object] | None = None,
+               tags: Mapping[str, object] | None = None) -> Curves:
+        """A per-epoch record of ``keys`` sent while the run trains (:class:`Curves`);
+        ``params`` and ``tags`` go with its first batch."""
+        return Curves(self, keys, params or {}, tags or {})
+
+    def log_history(self, history: pd.DataFrame) -> None:
+        """Every column as a per-step metric (step = the frame's index), in batched requests."""
+        curves = self.curves(list(history.columns))
+        for epoch, row in history.iterrows():
+            curves.add(int(epoch), row.to_dict())
+        curves.flush()
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
@@ -319,7 +379,7 @@ class Run:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def rename(self, run_name: str) -> None:
-        self.client.update_run(self.run_id, name=run_name)
+        self.set_tags({names.RUN_NAME: run_name})
 
     def set_note(self, markdown: str) -> None:
         """The run's description, shown on its page in the UI."""
@@ -360,54 +420,69 @@ class Run:
                 raise
             self.client.log_inputs(self.run_id, datasets=inputs)
 
-    def log_model(self, weights: Path, features: pd.DataFrame, predictions,
-                  metrics: list[ModelMetric], dataset: str, digests: Mapping[str, str]) -> str:
-        """The run's MLflow 3 logged model (the UI's Models tab; ``runs:/<id>/model``): a
-        pyfunc model whose only data is the ``.npz`` weights (nothing pickled), loaded by
-        annlab's own code (its version pinned, as its libraries' are). Its signature,
-        inferred from the training ``features`` and their ``predictions``, names the input
-        columns (MLflow's scoring server checks requests against it) and takes a
-        ``predict_method`` param. The run's final ``metrics`` are linked to it and to the
-        dataset of the split each was measured on (a context of ``digests``). Returns its
-        model id."""
+    def create_model(self, experiment_id: str, weights: Path, features: pd.DataFrame,
+                     predictions, params: Mapping[str, object], run_name: str) -> str:
+        """The run's MLflow 3 logged model (the UI's Models tab; ``runs:/<id>/model``), its
+        files uploaded; :meth:`Curves.flush` links the final metrics to it and
+        :meth:`publish_model` makes it the run's, READY. A pyfunc model of three files: its
+        ``MLmodel``, its ``requirements.txt`` (annlab and its libraries, pinned to the
+        versions this run used) and the ``.npz`` weights (nothing pickled), loaded by annlab's
+        own code. Its signature, inferred from the training ``features`` and their
+        ``predictions``, names the input columns (MLflow's scoring server checks requests
+        against it) and takes a ``predict_method`` param; a few rows of ``features`` go in its
+        metadata as the example `make serve` prints. Returns its model id."""
         import mlflow.pyfunc
-        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
         from mlflow.models import Model, infer_signature
 
-        record = self.record()
         model = self.client.create_logged_model(
-            record.experiment_id, names.MODEL_NAME, source_run_id=self.run_id,
-            params=record.params, model_type="annlab.NeuralNetClassifier",
-            tags={names.MODEL_RUN_NAME: record.run_name})
+            experiment_id, names.MODEL_NAME, source_run_id=self.run_id,
+            params={k: str(v) for k, v in params.items()},
+            model_type="annlab.NeuralNetClassifier", tags={names.MODEL_RUN_NAME: run_name})
+        example = {"dataframe_split": json.loads(features.head(3).to_json(orient="split",
+                                                                          index=False))}
+        mlmodel = Model(artifact_path=model.artifact_location, model_uuid=model.model_id,
+                        run_id=self.run_id, model_id=model.model_id,
+                        signature=infer_signature(features, predictions,
+                                                  params={"predict_method": "predict"}),
+                        metadata={names.SERVING_EXAMPLE: example})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / names.MODEL_NAME
-            mlflow.pyfunc.save_model(
-                path, loader_module="annlab.model_io", data_path=str(weights),
-                signature=infer_signature(features, predictions,
-                                          params={"predict_method": "predict"}),
-                input_example=features.head(5),
-                pip_requirements=[f"{p}=={version(p)}" for p in MODEL_PACKAGES],
-                mlflow_model=Model(artifact_path=model.artifact_location,
-                                   model_uuid=model.model_id, run_id=self.run_id,
-                                   model_id=model.model_id))
+            (path / "data").mkdir(parents=True)
+            shutil.copyfile(weights, path / names.WEIGHTS_FILE)
+            mlflow.pyfunc.add_to_model(mlmodel, loader_module="annlab.model_io",
+                                       data=names.WEIGHTS_FILE)
+            mlmodel.save(path / "MLmodel")
+            (path / "requirements.txt").write_text(
+                "".join(f"{p}=={version(p)}\n" for p in MODEL_PACKAGES))
             self.client.log_model_artifacts(model.model_id, str(path))
-        self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[
-            Metric(m.key, float(m.value), m.timestamp or now, m.step, model_id=model.model_id,
-                   dataset_name=dataset if m.split else None,
-                   dataset_digest=digests[m.split] if m.split else None)
-            for m in metrics])
-        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
         return model.model_id
 
-    def log_images(self, key: str, images: Mapping[int, Path]) -> None:
-        """Images by step (MLflow's image charts: one slider over the steps of many runs)."""
+    def publish_model(self, model_id: str) -> None:
+        """The run's logged model, READY."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(model_id, step=0)])
+        self.client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+
+    def log_images(self, key: str, images: Mapping[int, Path]) -> dict[str, str]:
+        """Images by step (MLflow's image charts: one slider over the steps of many runs),
+        uploaded together as MLflow's ``log_image`` names them: each PNG as it is and a
+        thumbnail MLflow's UI shows (tests/unit/test_tracking.py pins the names). Returns the
+        tag that tells the UI the run has images, for the caller's next batch."""
+        from mlflow.tracking.multimedia import compress_image_size
         from PIL import Image
 
-        for step, path in images.items():
-            with Image.open(path) as image:
-                self.client.log_image(self.run_id, image.convert("RGB"), key=key, step=step)
+        if not images:
+            return {}
+        now = int(time.time() * 1000)
+        with tempfile.TemporaryDirectory() as tmp:
+            for step, path in images.items():
+                name = Path(tmp) / f"{key}+step+{step}+timestamp+{now}+{uuid.uuid4()}"
+                shutil.copyfile(path, f"{name}.png")
+                with Image.open(path) as image:
+                    compress_image_size(image.convert("RGB")).save(f"{name}+compressed.webp")
+            self.client.log_artifacts(self.run_id, tmp, "images")
+        return {names.LOGGED_IMAGES: "True"}
 
     def images(self, key: str, dst: Path) -> dict[int, Path]:
         """The full-size images logged under ``key``, by step (their file names carry MLflow's
