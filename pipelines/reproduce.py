@@ -3,7 +3,9 @@
     python -m pipelines.reproduce <run id> [--uri URI] [data.path=<where the file is now>]
 
 Prints `identical` (exit 0) or each difference (exit 1); a run that cannot be reproduced is one
-line (exit 2). The verdict is tracked as a run tagged `annlab.reproduces=<run id>`.
+line (exit 2). The verdict is tracked as a run tagged `annlab.reproduces=<run id>`. A sweep's or
+a study's parent: each of its finished runs, a line each, then how many are identical (exit 0
+only if all are).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import argparse
 import os
 import sys
 
-from annlab.errors import reported
+from annlab.errors import AnnlabError, reported
 from annlab.paths import default_paths
-from annlab.reproducibility import record_verdict, reproduce
+from annlab.reproducibility import parent_and_children, record_verdict, reproduce
 from annlab.spec import FILE_KEYS
 from annlab.tracking import resolve_uri
 
@@ -38,11 +40,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         os.environ["HYDRA_FULL_ERROR"] = "1"
     uri = resolve_uri(args.uri, default_paths().store)
+    if (found := parent_and_children(uri, args.run_id)) is not None:
+        return reproduce_children(uri, *found)
     report = reproduce(uri, args.run_id, moved)
     verdict_run = record_verdict(uri, report)
     print(report.text())
     print(f"verdict tracked as run {verdict_run} (tag annlab.reproduces={args.run_id})")
     return 1 if report.differences else 0
+
+
+def reproduce_children(uri: str, parent, children) -> int:
+    """Each finished child of a sweep or study, one line each, then the count."""
+    print(f"reproducing the {parent.kind} {parent.run_name} ({parent.run_id}): its "
+          f"{len(children)} finished runs, each from its recorded config", flush=True)
+    width, same = max((len(c.run_name) for c in children), default=0), 0
+    for k, child in enumerate(children, 1):
+        try:
+            report = reproduce(uri, child.run_id)
+            record_verdict(uri, report)
+            same += not report.differences
+            said = report.verdict + ("" if not report.differences else
+                                     f": {len(report.differences)} difference(s), the first "
+                                     f"{report.differences[0]}")
+        except AnnlabError as err:
+            said = f"not reproduced: {err}"
+        print(f"[{k:>{len(str(len(children)))}}/{len(children)}] {child.run_name:<{width}}  "
+              f"{said}", flush=True)
+    print(f"{same} of {len(children)} identical" + ("" if same == len(children) else
+          "; make reproduce RUN_ID=<run> for a run's differences in full"))
+    return 0 if same == len(children) else 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ with a sweep or tune overlay, a Hydra multirun whose jobs come back here one by 
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import hydra
@@ -37,7 +39,8 @@ def run(cfg: DictConfig, overrides: list[str], out_dir: Path,
     from annlab.pipeline import run_experiment  # not for a sweep's launching process
 
     spec = resolve(cfg, baseline=resolve(compose(config_name="config")))
-    result = run_experiment(spec, overrides, out_dir, entry_point=entry_point)
+    with progress_bar(spec.train.epochs) as watch:
+        result = run_experiment(spec, overrides, out_dir, entry_point=entry_point, watch=watch)
     s = result.scores
     print(f"run {result.run_name} ({result.run_id}) finished\n"
           f"  test accuracy {s['test_accuracy']:.4f}  (train {s['train_accuracy']:.4f}, "
@@ -46,6 +49,27 @@ def run(cfg: DictConfig, overrides: list[str], out_dir: Path,
           f"  tracked in {result.uri}, experiment {spec.tracking.experiment!r}; "
           "browse with `make ui`")
     return result
+
+
+@contextlib.contextmanager
+def progress_bar(epochs: int):
+    """On a terminal, tqdm's bar of the epochs trained, with the latest training loss and
+    validation misclassification, elapsed and remaining time (redrawn at most 4 times a
+    second); nothing otherwise. Yields the per-epoch callback."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=epochs, unit="epoch", mininterval=0.25, leave=False,
+              dynamic_ncols=True) as bar:
+        def watch(model) -> None:
+            h = model.history_
+            bar.set_postfix_str(f"train loss {h['train_loss'][-1]:.4f}, val "
+                                f"misclassification {h['val_misclassification'][-1]:.3f}",
+                                refresh=False)
+            bar.update()
+        yield watch
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ ray). (No ``from __future__ import annotations``: Hydra executes plugin modules 
 registering them, and the dataclasses below then cannot resolve string annotations.)
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,9 +56,9 @@ class GridSweeper(Sweeper):
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         """A job's config (without the ``hydra`` node), composed as its launcher will."""
-        return self.compose_all([overrides])[0]
+        return next(self.compose_all([overrides]))
 
-    def compose_all(self, points: Sequence[Sequence[str]]) -> list[DictConfig]:
+    def compose_all(self, points: Sequence[Sequence[str]]) -> Iterator[DictConfig]:
         from ._compose import compose_jobs
 
         return compose_jobs(self.hydra_context.config_loader, self.config, points)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -43,8 +43,9 @@ def expand(arguments: list[str]) -> tuple[list[list[str]], dict[str, list[str]]]
 
 
 def compose_jobs(loader, master: DictConfig, points: Sequence[Sequence[str]]
-                 ) -> list[DictConfig]:
-    """Each point's job config (without the ``hydra`` node), as its launcher will compose it.
+                 ) -> Iterator[DictConfig]:
+    """Each point's job config (without the ``hydra`` node), as its launcher will compose it,
+    one at a time (a grid of thousands need not hold them all).
 
     Hydra composes a config from the defaults list (which the point's config-group, package and
     ``hydra.`` overrides change) and then applies the point's value overrides, in order. So a
@@ -54,11 +55,10 @@ def compose_jobs(loader, master: DictConfig, points: Sequence[Sequence[str]]
     repository = getattr(loader, "repository", None)
     parser = OverridesParser.create()
     bases: dict[tuple[str, ...], DictConfig] = {}
-    configs = []
     for point in points:
         parsed = parser.parse_overrides(list(point))
         if repository is None:
-            configs.append(_without_hydra(loader.load_sweep_config(master, list(point))))
+            yield _without_hydra(loader.load_sweep_config(master, list(point)))
             continue
         values = [o for o in parsed if _sets_a_value(o, repository)]
         composed = tuple(o.input_line for o in parsed if not _sets_a_value(o, repository))
@@ -69,8 +69,7 @@ def compose_jobs(loader, master: DictConfig, points: Sequence[Sequence[str]]
             ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         except Exception:  # Hydra's full composition has the last word, error included
             cfg = _without_hydra(loader.load_sweep_config(master, list(point)))
-        configs.append(cfg)
-    return configs
+        yield cfg
 
 
 def _sets_a_value(override: Override, repository) -> bool:

@@ -27,6 +27,9 @@ from annlab.spec import RunSpec, resolve
 
 from ._compose import expand
 
+LAUNCH_PART = 64  # jobs handed to the launcher at a time
+MAX_POINTS = 10_000  # configs in one sweep: beyond it, a study searches the space
+
 
 @dataclass
 class Grid:
@@ -56,12 +59,14 @@ def plan(sweeper, arguments: list[str]) -> Grid:
     """Every point of the grid, composed, checked and resolved; raises before anything is
     created."""
     points, swept = expand(arguments)
-    configs = sweeper.compose_all([*points, []])  # the default config, last, names the runs
-    for cfg in configs:  # where files go is no business of the grid's (and costs to resolve)
-        with open_dict(cfg):
-            del cfg["paths"]
-    baseline = resolve(configs[-1])
-    specs = [resolve(cfg, baseline) for cfg in configs[:-1]]
+    if len(points) > MAX_POINTS:
+        axes = " x ".join(f"{len(values)} {key}" for key, values in swept.items())
+        raise InvalidGrid(f"the grid has {len(points):,} points ({axes}); allowed: at most "
+                          f"{MAX_POINTS:,} in one sweep: split it, or search the space with "
+                          "make tune")
+    configs = sweeper.compose_all([[], *points])  # the default config, first, names the runs
+    baseline = resolve(_without_paths(next(configs)))
+    specs = [resolve(_without_paths(cfg), baseline) for cfg in configs]
     hashes = [spec.hash for spec in specs]
     if len(set(hashes)) < len(specs):
         raise InvalidGrid("the sweep repeats a config; each grid point must differ")
@@ -71,6 +76,13 @@ def plan(sweeper, arguments: list[str]) -> Grid:
     grid_hash = hashlib.sha256(",".join(sorted(hashes)).encode()).hexdigest()[:16]
     points = [_absolute_files(point, spec) for point, spec in zip(points, specs)]
     return Grid(points, swept, specs, labels, grid_hash)
+
+
+def _without_paths(cfg: DictConfig) -> DictConfig:
+    """Where files go is no business of the grid's (and costs to resolve, a thousand times)."""
+    with open_dict(cfg):
+        del cfg["paths"]
+    return cfg
 
 
 def _absolute_files(point: list[str], spec: RunSpec) -> list[str]:
@@ -92,9 +104,11 @@ def sweep(sweeper, arguments: list[str]) -> list[Any]:
     sweep_dir = Path(config.hydra.sweep.dir)
 
     def open_parent() -> multirun.Parent:
+        datasets = dict.fromkeys(spec.data.label for spec in grid.specs)
         return experiment.parent_run({names.SWEEP: name, names.SWEEP_GRID: grid.hash},
-                                     parent_name, "pipelines/sweep.py",
-                                     {names.SWEEP_SIZE: str(total)})
+                                     parent_name, "pipelines/run.py",
+                                     {names.SWEEP_SIZE: str(total),
+                                      names.DATASET: ", ".join(datasets)})
 
     with multirun.launching(experiment, open_parent, parent_name, "sweep",
                             "finished configs are not run again") as (parent, resumed):
@@ -105,17 +119,23 @@ def sweep(sweeper, arguments: list[str]) -> list[Any]:
         OmegaConf.save(config, sweep_dir / "multirun.yaml")
         print(f"{'resuming' if resumed else 'starting'} sweep {name!r}: {total} configs, "
               f"{len(todo)} to run; parent run {parent_name} ({parent.run_id})", flush=True)
+        width = max(map(len, grid.labels))
         for k, chash in enumerate(c for c in grid.hashes if c in done):
             print(multirun.progress(k + 1, total, done[chash].run_name, "already done",
-                                    done[chash].metrics), flush=True)
+                                    done[chash].metrics, width=width), flush=True)
         jobs = [multirun.job_overrides(grid.points[k], parent, uri, grid.labels[k])
                 for k in todo]
-        with multirun.reporting(experiment, parent, total, len(done)):
-            returns = sweeper.launch(jobs) if jobs else []
+        results: dict[str, dict] = {}
+        with multirun.reporting(experiment, parent, total, len(done), width):
+            # In parts, keeping only what the summary needs of each: Hydra's records of a
+            # job hold its whole config, and a thousand of them would fill the memory.
+            for start in range(0, len(jobs), LAUNCH_PART):
+                results |= multirun.results(sweeper.launch(jobs[start:start + LAUNCH_PART],
+                                                           start))
         experiment.store.check_reachable("the sweep's summary is not written; rerun the same "
                                          "command once it answers", patient=True)
         from annlab import sweep_report  # its figures: not before the jobs start
 
         sweep_report.write(experiment, parent, parent_name, grid.by_hash, grid.swept,
-                           grid.n_val, sweep_dir / "summary", multirun.results(returns))
-    return [returns]
+                           grid.n_val, sweep_dir / "summary", results)
+    return []

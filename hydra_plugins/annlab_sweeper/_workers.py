@@ -29,8 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 from annlab import interrupts
 
 # What a job's process imports (``pipelines.run`` itself is re-run in each worker as its main
-# module, cheaply once these are loaded).
-PRELOAD = ["pipelines", "hydra", "annlab.job"]
+# module, cheaply once these are loaded), and what a job's first run would import lazily: the
+# model's flavour, the sqlite store's migrations, the image formats of its figures.
+PRELOAD = ["pipelines", "hydra", "annlab.job", "mlflow.pyfunc",
+           "mlflow.store.tracking.sqlalchemy_store", "alembic.command", "PIL.GifImagePlugin",
+           "PIL.WebPImagePlugin", "pyarrow.pandas_compat"]
 
 
 def workers(config: DictConfig) -> int | None:

@@ -30,5 +30,5 @@ def run(spec: RunSpec, overrides: list[str], out_dir: Path) -> dict[str, Any]:
     final = result.figures.get("boundary_final")
     collector.keep_after_first_job()
     return {"status": Status.FINISHED, **result.scores, "run_id": result.run_id,
-            "value": 1.0 - result.scores["val_accuracy"], "pruned_at": result.stopped_at,
+            "value": result.val_curve[-1], "pruned_at": result.stopped_at,
             "val_curve": result.val_curve, "boundary_final": final.read_bytes() if final else None}

@@ -20,7 +20,8 @@ from annlab import interrupts, names, tracking
 from annlab.errors import AnnlabError, Stopped
 from annlab.names import Status
 
-POLL_SECONDS = 0.5  # how often the launching process looks for jobs that ended
+POLL_SECONDS = 0.5  # how often the launching process looks for jobs that ended, at first
+MAX_POLL_SECONDS = 5.0  # ... and at most, while none does
 Parent = tuple[tracking.Run, bool]  # a sweep's or study's parent run, and whether it resumed
 
 
@@ -36,42 +37,56 @@ def job_overrides(point: list[str], parent: tracking.Run, uri: str, label: str) 
 
 
 def progress(number: int, total: int, label: str, state: str, metrics: dict | None = None,
-             seconds: float | None = None) -> str:
-    """``[3/27] tanh-h10-lr0.5     finished     val accuracy 0.970    1.2 s``."""
-    line = f"[{number}/{total}] {label:<20} {state:<12}"
+             seconds: float | None = None, width: int = 24) -> str:
+    """``[ 3/27] tanh-h10-lr0.5   finished      val accuracy 0.970    1.2 s``: columns
+    aligned for labels up to ``width`` characters."""
+    line = f"[{number:>{len(str(total))}}/{total}] {label:<{width}}  {state:<14}"
     if metrics and "val_accuracy" in metrics:
-        line += f" val accuracy {metrics['val_accuracy']:.3f}"
-    return line + (f"  {seconds:5.1f} s" if seconds is not None else "")
+        line += f"val accuracy {metrics['val_accuracy']:.3f}"
+    return (line + (f"  {seconds:6.1f} s" if seconds is not None else "")).rstrip()
 
 
-def _state(record: tracking.Record) -> str:
+def _state(record: tracking.Record) -> tuple[str, str]:
+    """A child's label (its name, without the prefix a pruned trial's name gets) and how it
+    ended."""
+    label = record.run_name
+    if record.pruned_at is not None:
+        return label.removeprefix(f"pruned@{record.pruned_at}-"), f"pruned at {record.pruned_at}"
     if record.status == Status.FINISHED:
-        return "finished" if record.pruned_at is None else "pruned"  # its name says where
-    return f"{record.status}  {record.failure or ''}".rstrip()
+        return label, "finished"
+    return label, f"{record.status}  {record.failure or ''}".rstrip()
 
 
 @contextlib.contextmanager
 def reporting(experiment: tracking.Experiment, parent: tracking.Run, total: int,
-              done: int) -> Iterator[None]:
+              done: int, width: int = 24) -> Iterator[None]:
     """While inside, a progress line for each child of ``parent`` that ends, in the order they
     end, numbered after the ``done`` ones: printed by this process from the store, whatever
-    the launcher and wherever its jobs run (their own output may not reach this terminal)."""
+    the launcher and wherever its jobs run (their own output may not reach this terminal).
+    The store is asked for the children that ended since it last asked, at first every
+    POLL_SECONDS and less often while none ends (up to MAX_POLL_SECONDS): its requests follow
+    the jobs' count, not the sweep's length."""
     since, seen, stop = int(time.time() * 1000), set(), threading.Event()
+    query = f"tags.`{names.PARENT_RUN}` = '{parent.run_id}' and attributes.end_time >= "
 
-    def report() -> None:
-        ended = sorted((r for r in experiment.children(parent.run_id)
-                        if r.start_time >= since and r.run_id not in seen
-                        and r.status != Status.RUNNING), key=lambda r: r.end_time or 0)
+    def report() -> bool:
+        nonlocal since
+        ended = sorted((r for r in experiment.search(query + str(since))
+                        if r.run_id not in seen and r.status != Status.RUNNING),
+                       key=lambda r: r.end_time or 0)
         for r in ended:
             seen.add(r.run_id)
+            since = max(since, r.end_time or since)
             seconds = (r.end_time - r.start_time) / 1000 if r.end_time else None
-            print(progress(done + len(seen), total, r.run_name, _state(r), r.metrics, seconds),
+            print(progress(done + len(seen), total, *_state(r), r.metrics, seconds, width),
                   flush=True)
+        return bool(ended)
 
     def poll() -> None:
-        while not stop.wait(POLL_SECONDS):
+        wait = POLL_SECONDS
+        while not stop.wait(wait):
             with contextlib.suppress(Exception):  # a store away now: its end says so
-                report()
+                wait = POLL_SECONDS if report() else min(wait * 1.5, MAX_POLL_SECONDS)
 
     thread = threading.Thread(target=poll, name="progress", daemon=True)
     thread.start()

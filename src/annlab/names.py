@@ -30,9 +30,11 @@ EXPERIMENT_KIND = "mlflow.experimentKind"
 RUN_NAME = "mlflow.runName"  # set in a batch: a run renamed without a request of its own
 LOGGED_IMAGES = "mlflow.loggedImages"  # the UI's image charts read a run's images when set
 SHARED_VIEW = "mlflow.sharedViewState."  # an experiment tag: a saved view of the runs table
+MODEL_VERSIONS = "mlflow.modelVersions"  # a logged model's tag: its registered versions (JSON)
 
 # annlab's run tags
 CONFIG_HASH = "annlab.config_hash"
+DATASET = "annlab.dataset"  # a run's dataset (a parent's: its grid's), as it is named
 DATA_HASH = "annlab.data_hash"
 GIT_DIRTY = "annlab.git_dirty"
 LOCK_HASH = "annlab.lock_hash"
@@ -79,6 +81,8 @@ SERVING_EXAMPLE = "annlab.serving_example"  # in its MLmodel's metadata: rows it
 VERSION_SCORE = "annlab.val_misclassification"  # a model version's tag: what ranks it
 BOUNDARY_IMAGE_KEY = "boundary"  # per-epoch decision boundaries, step = epoch
 
-# Metrics logged once (per-epoch curves are named by annlab.network.HISTORY_KEYS)
-BEST_VAL_MISCLASSIFICATION = "best_val_misclassification"
+# Metrics logged once (per-epoch curves are named by annlab.network.HISTORY_KEYS); a sweep's or
+# a study's parent logs its best child's final val_misclassification under the same name, so
+# that one sort ranks single runs and sweeps
+BEST_VAL_MISCLASSIFICATION = "val_misclassification"
 REPRODUCE_DIFFERENCES = "reproduce_differences"

@@ -150,13 +150,13 @@ def run_experiment(spec: RunSpec, overrides: Sequence[str], out_dir: Path,
     Re-raises a failure inside the run after recording it (FAILED, or KILLED on an interrupt).
     """
     uri, parent = spec.tracking.uri, spec.tracking.parent_run_id
-    # A sweep's job waits out a restarting server: its launching process found the store.
-    experiment = tracking.open(uri, spec.tracking.experiment, patient=parent is not None)
-    trial = {names.STUDY: spec.tune.study, names.TRIAL: spec.tune.trial} if (
-        spec.tune is not None and spec.tune.trial is not None) else {}
+    experiment = tracking.open(uri, spec.tracking.experiment, job=parent is not None)
+    tags = {names.DATASET: spec.data.label}
+    if spec.tune is not None and spec.tune.trial is not None:
+        tags |= {names.STUDY: spec.tune.study, names.TRIAL: spec.tune.trial}
     out_dir.mkdir(parents=True, exist_ok=True)
     with experiment.start_run(spec.name, provenance.collect(spec.hash, entry_point),
-                              parent_run_id=parent, sweep=spec.tracking.sweep, tags=trial) as run:
+                              parent_run_id=parent, sweep=spec.tracking.sweep, tags=tags) as run:
         run.log_text(OmegaConf.to_yaml(dict(spec.config)), names.CONFIG_FILE)
         run.log_text(OmegaConf.to_yaml(list(overrides)), names.OVERRIDES_FILE)
         splits = build_data(spec)

@@ -143,6 +143,9 @@ def load_recorded(store: tracking.Store, run_id: str, scratch: Path,
     run = tracking.Run(store, run_id)
     record = run.record()
     what = f"run {record.run_name} ({run_id})"
+    if record.kind == "verdict":
+        raise tracking.TrackingError(f"{what} is make reproduce's verdict on run "
+                                     f"{record.tags[names.REPRODUCES]}: reproduce that run")
     if record.config_hash is None:
         raise tracking.TrackingError(f"{what} was not made by annlab (it has no "
                                      f"{names.CONFIG_HASH} tag); nothing to reproduce")
@@ -369,6 +372,19 @@ def _warn_environment(report: Report, rec: Recorded, platform: str) -> None:
             "kernels or BLAS may change the last bits, so numbers are compared within "
             f"rtol=atol={TOLERANCE['rtol']} and figures by pixels "
             f"(at most {PIXEL_TOLERANCE:.1%} may differ), not bitwise")
+
+
+def parent_and_children(uri: str, run_id: str
+                        ) -> tuple[tracking.Record, list[tracking.Record]] | None:
+    """A sweep's or study's parent and its finished children, in the order they started; None
+    for a run of another kind."""
+    store = tracking.connect(uri)
+    record = tracking.Run(store, run_id).record()
+    if record.kind not in ("sweep", "study"):
+        return None
+    children = tracking.Experiment.by_id(store, record.experiment_id).children(run_id)
+    return record, sorted((r for r in children if r.status == Status.FINISHED),
+                          key=lambda r: r.start_time)
 
 
 def record_verdict(uri: str, report: Report) -> str:

@@ -280,7 +280,7 @@ def serve_model(uri: str, name: str, run_id: str | None, port: int) -> None:
                         f"application/json' -d '{body}'")
 
 
-def runs_link(base: str, experiment_id: str, view: str = "annlab-best") -> str:
+def runs_link(base: str, experiment_id: str, view: str = "annlab-runs") -> str:
     """The experiment's runs table in model-training mode (MLflow 3.17's UI honours the
     parameter for the page it opens), in annlab's saved ``view``: best first, the columns
     that matter."""

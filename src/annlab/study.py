@@ -238,14 +238,15 @@ def run(base: RunSpec, point: list[str], url: str, batch: int, launch: Launch,
             return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     name = f"study-{t.study}"
-    with multirun.launching(experiment, lambda: _parent(experiment, study, created, t, url),
+    with multirun.launching(experiment, lambda: _parent(experiment, study, created, t, url,
+                                                           base.data.label),
                             name, "study", "finished trials count, interrupted ones are asked "
                             "again", keep_parent=others_run_trials) as (parent, _):
         print(f"{'starting' if created else 'joining'} study {t.study!r} ({url}): "
               f"{t.n_trials} trials in all, {remaining(study, t.n_trials)} to ask; parent run "
               f"{name} ({parent.run_id})", flush=True)
         ended = len(study.get_trials(deepcopy=False, states=ENDED))
-        with multirun.reporting(experiment, parent, t.n_trials, ended):
+        with multirun.reporting(experiment, parent, t.n_trials, ended, width=44):
             while True:
                 with interrupts.held():
                     asked = _ask(study, t, batch)
@@ -262,23 +263,25 @@ def run(base: RunSpec, point: list[str], url: str, batch: int, launch: Launch,
                                          "command once it answers", patient=True)
         from annlab import study_report  # its figures: not before the trials start
 
-        study_report.write(experiment, study, parent, name, t, base.train.epochs, out)
+        study_report.write(experiment, study, parent, name, t, base.train.epochs,
+                           base.data.split_sizes()[1], out)
     return launched
 
 
 def _parent(experiment: tracking.Experiment, study: optuna.Study, created: bool, t: TuneSpec,
-            url: str) -> tuple[tracking.Run, bool]:
+            url: str, dataset: str) -> tuple[tracking.Run, bool]:
     """The study's one parent run: made by the process that created the study, found by the
     others through the study's user attribute."""
     if created or PARENT_ATTR in study.user_attrs:
         parent, resumed = experiment.parent_run({names.STUDY: t.study, names.STUDY_STORAGE: url},
-                                                f"study-{t.study}", "pipelines/run.py")
+                                                f"study-{t.study}", "pipelines/run.py",
+                                                {names.DATASET: dataset})
         study.set_user_attr(PARENT_ATTR, parent.run_id)
         return parent, resumed
     deadline = time.monotonic() + 120  # the creating worker is making it
     while PARENT_ATTR not in study.user_attrs and time.monotonic() < deadline:
         time.sleep(0.5)
-    return _parent(experiment, study, True, t, url)
+    return _parent(experiment, study, True, t, url, dataset)
 
 
 def _ask(study: optuna.Study, t: TuneSpec, batch: int) -> list[Trial]:

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from annlab import multirun, names, plots, tracking
 from annlab.names import Status
 from annlab.spec import TuneSpec
+from annlab.sweep_report import digits
 
 OBJECTIVE = "val_misclassification"
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -27,7 +28,7 @@ SURPLUS_ATTR = "annlab.surplus"  # a trial asked past the budget and not run
 
 
 def write(experiment: tracking.Experiment, study: optuna.Study, parent: tracking.Run,
-          parent_name: str, t: TuneSpec, epochs: int, out: Path) -> None:
+          parent_name: str, t: TuneSpec, epochs: int, n_val: int, out: Path) -> None:
     """Once no trial runs anywhere: trials.csv, the figures and the best trial onto the parent,
     which ends FINISHED; the best trial's model is registered. Otherwise leave it to the last
     worker."""
@@ -58,12 +59,11 @@ def write(experiment: tracking.Experiment, study: optuna.Study, parent: tracking
         f"{len(done)} complete) of an Optuna {t.sampler} search with a {t.pruner.name} pruner "
         f"(warm-up {t.pruner.warmup_epochs} epochs, a report every {t.report_every}), "
         "minimising the final validation misclassification. `trials.csv` has every trial."
-        + (f"\n\nBest: **{best_name}**, validation misclassification {best['value']:g}; "
+        + (f"\n\nBest: **[{best_name}](#/experiments/{experiment.id}/runs/{best['run_id']})**,"
+           f" validation misclassification {best['value']:g}; "
            f"reproduce it with `make reproduce RUN_ID={best['run_id']}`." if len(done) else ""))
     parent.end(Status.FINISHED)
-    params = [c for c in table.columns if c in t.space]
-    shown = table[["trial", "state", "value", "pruned_at", *params]].sort_values("value")
-    print("\n" + shown.head(10).to_string(index=False, na_rep="-"))
+    print("\n" + printed(table, list(t.space), n_val))
     print(f"\nstudy parent run {parent_name} ({parent.run_id}): {len(table)} trials, "
           f"{pruned} pruned; {names.TRIALS_FILE} and the study's figures on it; browse with "
           f"`make ui`; the trials alone: its page at #/experiments/{experiment.id}/runs?"
@@ -71,6 +71,20 @@ def write(experiment: tracking.Experiment, study: optuna.Study, parent: tracking
           flush=True)
     if len(done):
         print(tracking.register(experiment.store, best["run_id"]).line(), flush=True)
+
+
+def printed(table: pd.DataFrame, keys: list[str], n_val: int) -> str:
+    """The ten best trials, values to the digits validation resolves, floats to 3 significant
+    digits, a dash where a trial has no value."""
+    places = digits(n_val)
+    shown = table[["trial", "state", "value", "pruned_at", *[k for k in keys if k in table]]]
+    shown = shown.sort_values("value").head(10).astype(object)
+    shown["value"] = [f"{v:.{places}f}" if pd.notna(v) else "-" for v in shown["value"]]
+    shown["pruned_at"] = [str(int(v)) if pd.notna(v) else "-" for v in shown["pruned_at"]]
+    for key in keys:
+        if key in shown:
+            shown[key] = [f"{v:.3g}" if isinstance(v, float) else v for v in shown[key]]
+    return shown.to_string(index=False)
 
 
 def describe_param(p: Mapping) -> str:

@@ -121,9 +121,10 @@ def curve_panels(finished: pd.DataFrame, curves: Mapping[str, pd.Series]
     return panels
 
 
-def describe(name: str, grid: dict[str, list[str]], table: pd.DataFrame) -> str:
-    """The sweep parent's description (markdown): its grid, each dataset's best config, how to
-    resume."""
+def describe(name: str, grid: dict[str, list[str]], table: pd.DataFrame,
+             experiment_id: str = "0") -> str:
+    """The sweep parent's description (markdown): its grid, each dataset's best config (a link
+    to its run), how to resume."""
     size = len(table)
     lines = [f"Sweep `{name}`: {size} configurations, every combination of", "",
              "| key | values |", "| --- | --- |"]
@@ -133,7 +134,9 @@ def describe(name: str, grid: dict[str, list[str]], table: pd.DataFrame) -> str:
     several = table[DATASET].nunique() > 1
     for dataset, part in finished.groupby(DATASET, sort=False):
         best = part.iloc[0]
-        lines.append(f"Best{f' on {dataset}' if several else ''}: **{best['run_name']}**, "
+        link = f"#/experiments/{experiment_id}/runs/{best['run_id']}"
+        lines.append(f"Best{f' on {dataset}' if several else ''}: "
+                     f"**[{best['run_name']}]({link})**, "
                      f"validation misclassification "
                      f"{best['val_misclassification']:g} (test accuracy "
                      f"{best['test_accuracy']:g}); reproduce it with "
@@ -170,7 +173,7 @@ def write(experiment: tracking.Experiment, parent: tracking.Run, parent_name: st
             bests[dataset] = finished.iloc[0]
     multirun.log_best(parent, {d: (b["val_misclassification"], b["run_id"], b["run_name"])
                                for d, b in bests.items()})
-    parent.set_note(describe(parent_name, swept, table))
+    parent.set_note(describe(parent_name, swept, table, experiment.id))
     failed = table[table["status"] != Status.FINISHED]
     reason = (f"{len(failed)} of {len(table)} configs did not finish: "
               + ", ".join(failed["run_name"])) if len(failed) else None
@@ -211,16 +214,23 @@ def _figures(store: tracking.Store, part: pd.DataFrame, dataset: str,
     return paths
 
 
+PRINTED_ROWS = 10  # of each dataset's configs, the best
+
+
 def _printed(table: pd.DataFrame, dataset: str | None, n_val: int) -> str:
-    """One dataset's configs, best first, scores to the digits validation resolves."""
-    shown = table[["run_name", "status", "val_misclassification", "val_accuracy",
+    """One dataset's best configs, scores to the digits validation resolves; those that did
+    not finish are always shown."""
+    finished = table["status"] == Status.FINISHED
+    shown = pd.concat([table[finished].head(PRINTED_ROWS), table[~finished]])
+    shown = shown[["run_name", "status", "val_misclassification", "val_accuracy",
                    "test_accuracy"]].rename(columns={"run_name": "run", "val_misclassification":
                                                      "val misclass.", "val_accuracy": "val acc.",
                                                      "test_accuracy": "test acc."})
     places = digits(n_val)
-    text = shown.to_string(index=False, na_rep="-",
-                           float_format=lambda v: f"{v:.{places}f}")
-    return (f"\n{dataset}:\n" if dataset else "\n") + text
+    text = shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.{places}f}")
+    more = int(finished.sum()) - PRINTED_ROWS
+    rest = f"\n... and {more} more finished, in {names.SWEEP_SUMMARY_FILE}" if more > 0 else ""
+    return (f"\n{dataset}:\n" if dataset else "\n") + text + rest
 
 
 def _val_curve(run: tracking.Run, result: dict | None) -> pd.Series:

@@ -222,7 +222,7 @@ def test_reproduce_and_ui_work_against_the_server(live_server, server_run):
                   timeout=60, env={**os.environ, "MLFLOW_TRACKING_URI": server.url})
     assert out.returncode == 0, out.stderr
     link = (f"{server.url}/#/experiments/{result.experiment_id}/runs"
-            "?workflowType=machine_learning&viewStateShareKey=annlab-best")
+            "?workflowType=machine_learning&viewStateShareKey=annlab-runs")
     assert out.stdout.strip() == f"the store is a tracking server; open {link}"
 
 

@@ -75,7 +75,7 @@ def test_one_parent_with_a_child_per_config_and_the_summary(tmp_path, uri):
         assert kid.data.tags["annlab.sweep"] == parent.data.tags["annlab.sweep"] == "grid"
     assert parent.info.status == "FINISHED"
     best = min(kids, key=lambda k: k.data.metrics["val_misclassification"])
-    assert parent.data.metrics["best_val_misclassification"] == \
+    assert parent.data.metrics["val_misclassification"] == \
         best.data.metrics["val_misclassification"]
     assert parent.data.tags["annlab.best_run"] in {k.info.run_id for k in kids
                                                    if k.data.metrics["val_misclassification"]

@@ -83,7 +83,7 @@ def test_a_study_prunes_from_the_curves_and_records_every_trial(tmp_path):
     lines = [line for line in out.stdout.splitlines() if line.startswith("[")]
     assert [line.split("]")[0] for line in lines] == [f"[{k}/8" for k in range(1, 9)]
     best = min((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
-    assert parent.data.metrics["best_val_misclassification"] == pytest.approx(best.value)
+    assert parent.data.metrics["val_misclassification"] == pytest.approx(best.value)
     (best_run,) = [t for t in trials if t.data.tags["annlab.trial"] == str(best.number)]
     assert parent.data.tags["annlab.best_run"] == best_run.info.run_id
     again = _tune(tmp_path, "tune.n_trials=8", "tune.seed=3")  # complete: runs nothing more

@@ -70,16 +70,47 @@ def _api(ui, endpoint, **params):
 def test_make_ui_prints_the_link_into_the_experiments_training_runs(ui):
     experiment_id = tracking.open(ui["uri"], "annlab").id
     assert ui["link"] == (f"{ui['base']}/#/experiments/{experiment_id}/runs"
-                          "?workflowType=machine_learning&viewStateShareKey=annlab-best")
+                          "?workflowType=machine_learning&viewStateShareKey=annlab-runs")
     assert "<html" in requests.get(ui["base"], timeout=30).text.lower()
-    # The view the link opens, saved as the UI saves views: best first, the columns that matter.
+
+
+def _view(ui, key):
+    experiment_id = tracking.open(ui["uri"], "annlab").id
     tags = {t["key"]: t["value"] for t in _api(ui, "experiments/get", experiment_id=
                                                 experiment_id)["experiment"]["tags"]}
-    view = json.loads(tags["mlflow.sharedViewState.annlab-best"])
+    view = json.loads(tags[f"mlflow.sharedViewState.{key}"])
     state = json.loads(view["state"])
-    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`val_misclassification`",
-                                                          True)
-    assert "metrics.`val_misclassification`" in state["selectedColumns"]
+    runs = requests.post(f"{ui['base']}/api/2.0/mlflow/runs/search", timeout=30, json={
+        "experiment_ids": [experiment_id], "filter": state["searchFilter"],
+        "order_by": [state["orderByKey"].replace("`", "") + " ASC"]}).json()["runs"]
+    return view["name"], state, runs
+
+
+def test_the_linked_view_shows_single_runs_and_sweeps_best_first_with_their_dataset(ui):
+    name, state, runs = _view(ui, "annlab-runs")
+    assert name == "annlab: runs and sweeps"
+    assert "tags.`annlab.dataset`" in state["selectedColumns"]
+    assert "tags.`annlab.best_run_name`" in state["selectedColumns"]
+    tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
+    assert sorted(r["info"]["run_id"] for r in runs) == sorted(
+        [ui["run"].run_id, next(r["info"]["run_id"] for r, t in zip(runs, tags)
+                                if "annlab.sweep" in t)])  # the run and the sweep's parent
+    assert {t["annlab.dataset"] for t in tags} == {"moons"}
+    scores = [{m["key"]: m["value"] for m in r["data"]["metrics"]}["val_misclassification"]
+              for r in runs]
+    assert scores == sorted(scores)  # the sweep ranks by its best child's
+
+
+def test_the_best_first_view_lists_every_trained_run_flat(ui):
+    name, _, runs = _view(ui, "annlab-best")
+    assert name == "annlab: best first" and len(runs) == 5  # the run and the sweep's four
+
+
+def test_the_chart_views_boundary_card_shows_images_not_parameters(ui):
+    _, state, _ = _view(ui, "annlab-runs")
+    (card,) = [c for c in state["compareRunCharts"] if c["type"] == "IMAGE"]
+    assert card["imageKeys"] == ["boundary"] and card["showRunParams"] is False
+    assert card["step"] == 0  # every run has an image there: the untrained network's
 
 
 def test_runs_compare_in_mlflows_own_view_on_the_objective(ui):
@@ -135,4 +166,5 @@ def test_a_sweep_parent_shows_its_grid_best_run_and_description(ui):
     assert tags["annlab.best_run_name"] == kids[tags["annlab.best_run"]]
     note = tags["mlflow.note.content"]
     assert "| `model.hidden_nodes` | 2, 10 |" in note
-    assert f"Best: **{tags['annlab.best_run_name']}**" in note
+    assert f"Best: **[{tags['annlab.best_run_name']}](#/experiments/{experiment_id}/runs/" \
+        f"{tags['annlab.best_run']})**" in note

@@ -60,3 +60,38 @@ def test_each_job_is_told_its_parent_store_and_name_in_its_overrides(store_uri,
         "seed=1", f"tracking.parent_run_id={parent.run_id}",
         "tracking.uri='sqlite:////tmp/it\\'s here.db'", "tracking.run_name='tanh-h2'"]
     parent.end("FINISHED")
+
+
+def test_progress_lines_align_and_say_where_a_trial_was_pruned():
+    lines = [multirun.progress(3, 120, "circles-tanh-h2-lr0.05", "finished",
+                               {"val_accuracy": 0.97}, 1.234, width=24),
+             multirun.progress(12, 120, "tanh-h10-lr0.5", "FAILED  diverged", None, 0.5,
+                               width=24)]
+    assert lines[0] == "[  3/120] circles-tanh-h2-lr0.05    finished      val accuracy 0.970" \
+        "     1.2 s"
+    assert lines[0].index("finished") == lines[1].index("FAILED")
+    record = tracking.Record("r", "pruned@50-trial-1-tanh-h3-lr0.1", "FINISHED", "1", 0, {}, {},
+                             {names.PRUNED_AT: "50"}, {}, ())
+    assert multirun._state(record) == ("trial-1-tanh-h3-lr0.1", "pruned at 50")
+
+
+def test_the_progress_poll_asks_only_for_children_that_ended(store_uri, experiment,
+                                                              capsys, monkeypatch):
+    monkeypatch.setattr(multirun, "POLL_SECONDS", 0.05)
+    exp = tracking.open(store_uri, experiment)
+    parent, _ = exp.parent_run({names.SWEEP: "p"}, "sweep-p", "tests")
+    asked = []
+    search = exp.search
+    monkeypatch.setattr(exp, "search", lambda q: asked.append(q) or search(q))
+    client = MlflowClient(store_uri)
+    with multirun.reporting(exp, parent, 2, 0):
+        for name in ("a", "b"):
+            run = client.create_run(exp.id, run_name=name,
+                                    tags={names.PARENT_RUN: parent.run_id})
+            client.set_terminated(run.info.run_id)
+        import time
+        time.sleep(0.5)
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in out] == ["a", "b"]
+    assert all("attributes.end_time >=" in q for q in asked) and len(asked) < 20
+    parent.end("FINISHED")

@@ -47,3 +47,16 @@ def test_a_run_without_a_model_is_refused_in_one_line(store_uri, experiment):
         tracking.register(exp.store, run_id)
     with pytest.raises(tracking.TrackingError, match="no model 'nope' with a 'champion'"):
         tracking.model_uri(exp.store, "nope")
+
+
+def test_each_registered_version_is_named_on_its_logged_model(store_uri, experiment):
+    import json
+
+    exp = tracking.open(store_uri, experiment)
+    run_id = _run_with_a_model(store_uri, exp.id, "r", 0.1)
+    first = tracking.register(exp.store, run_id)
+    tracking.register(exp.store, run_id)  # again: the same version, named once
+    client = MlflowClient(store_uri)
+    model_id = client.get_run(run_id).outputs.model_outputs[0].model_id
+    linked = json.loads(client.get_logged_model(model_id).tags["mlflow.modelVersions"])
+    assert linked == [{"name": first.name, "version": int(first.version)}]

@@ -64,3 +64,12 @@ def test_the_figures_open(study, tmp_path):
 ])
 def test_a_searched_key_is_described_in_a_few_words(p, text):
     assert study_report.describe_param(p) == text
+
+
+def test_the_printed_table_rounds_to_what_validation_resolves(study):
+    table = study_report.trials_table(study, {})
+    table.loc[0, "value"] = 0.030000000000000027  # 1 - 0.97, as floats have it
+    text = study_report.printed(table, ["model.activation", "train.learning_rate"], 200)
+    assert "0.030 " in text and "0.030000" not in text and "<NA>" not in text
+    assert text.splitlines()[0].split() == ["trial", "state", "value", "pruned_at",
+                                            "model.activation", "train.learning_rate"]

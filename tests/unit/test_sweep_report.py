@@ -80,7 +80,8 @@ def test_the_description_names_each_datasets_best_when_there_are_several():
                           "run_name": ["tanh-h2", "iris-tanh-h2"],
                           "val_misclassification": [0.02, 0.1], "test_accuracy": [0.98, 0.9],
                           "run_id": ["r1", "r2"]})
-    text = sweep_report.describe("sweep-x", {"data": ["moons", "iris"]}, table)
-    assert "Best on moons: **tanh-h2**" in text and "Best on iris: **iris-tanh-h2**" in text
-    single = sweep_report.describe("sweep-x", {}, table.iloc[:1])
-    assert "Best: **tanh-h2**" in single and "2 of 2" not in single
+    text = sweep_report.describe("sweep-x", {"data": ["moons", "iris"]}, table, "7")
+    assert "Best on moons: **[tanh-h2](#/experiments/7/runs/r1)**" in text
+    assert "Best on iris: **[iris-tanh-h2](#/experiments/7/runs/r2)**" in text
+    single = sweep_report.describe("sweep-x", {}, table.iloc[:1], "7")
+    assert "Best: **[tanh-h2](#/experiments/7/runs/r1)**" in single and "2 of 2" not in single

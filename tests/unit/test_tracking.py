@@ -135,3 +135,20 @@ def test_a_database_store_without_its_driver_or_an_answer_is_one_line_in_seconds
     message = str(info.value)
     assert time.monotonic() - start < 10 and "\n" not in message and "hunter2" not in message
     assert "sqlite:///<path>" in message or "Connection refused" in message
+
+
+def test_a_run_says_what_made_it(store_uri, experiment):
+    exp = tracking.open(store_uri, experiment)
+    client = MlflowClient(store_uri)
+
+    def kind(tags):
+        return Run(exp.store, client.create_run(exp.id, tags=tags).info.run_id).record().kind
+
+    from annlab.tracking import Run
+
+    parent = client.create_run(exp.id, tags={names.SWEEP: "g"}).info.run_id
+    assert kind({names.SWEEP: "g"}) == "sweep"
+    assert kind({names.SWEEP: "g", names.PARENT_RUN: parent, names.CONFIG_HASH: "h"}) == "run"
+    assert kind({names.STUDY: "s"}) == "study"
+    assert kind({names.REPRODUCES: parent}) == "verdict"
+    assert kind({}) == "other"

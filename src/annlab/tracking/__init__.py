@@ -50,7 +50,7 @@ def connect(uri: str) -> Store:
     return Store(uri)
 
 
-def open(uri: str, experiment: str, patient: bool = False) -> Experiment:
-    """The experiment ``experiment`` of the store at ``uri``, created if new (``patient``: see
-    :class:`Store`)."""
-    return Experiment.open(Store(uri, patient), experiment)
+def open(uri: str, experiment: str, job: bool = False) -> Experiment:
+    """The experiment ``experiment`` of the store at ``uri``, created if new. For a sweep's
+    ``job`` its launching process has opened both already: it is only looked up."""
+    return Experiment.open(Store(uri, job), experiment, job)

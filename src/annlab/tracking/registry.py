@@ -66,15 +66,15 @@ def register(store: Store, run_id: str) -> Registered:
                 f"annlab's models of `{name}`; the alias `{CHAMPION}` is on the version with "
                 "the lowest final validation misclassification."))
         found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
-        model_id = record.model_ids[0]
+        model = client.get_logged_model(record.model_ids[0])
         # The source named by its location: a models:/ source is looked up in the global
         # tracking store, which need not be this one.
         version = found[0] if found else client.create_model_version(
-            name, source=client.get_logged_model(model_id).artifact_location, run_id=run_id,
-            model_id=model_id,
+            name, source=model.artifact_location, run_id=run_id, model_id=model.model_id,
             tags={names.CONFIG_HASH: record.config_hash, names.VERSION_SCORE: str(score)},
             description=(f"The model of {what}: validation misclassification {score:g}. "
                          f"Reproduce and compare everything: `make reproduce RUN_ID={run_id}`"))
+        _link(client, model.model_id, name, version.version)
         champion = _champion(client, name)
         if champion is None or (score is not None and _score(champion) is not None
                                 and score < _score(champion)):
@@ -85,6 +85,17 @@ def register(store: Store, run_id: str) -> Registered:
     except MlflowException as err:
         raise TrackingError(f"cannot register {what} in {store.uri}: {first_line(err)}"
                             ) from err
+
+
+def _link(client, model_id: str, name: str, version) -> None:
+    """The logged model names its registered version, as MLflow's own registration does (the
+    UI's "Registered models" of a run's models reads this tag); a tracking server writes it
+    itself, a store opened directly does not."""
+    model = client.get_logged_model(model_id)
+    linked = json.loads(model.tags.get(names.MODEL_VERSIONS) or "[]")
+    if not any(v.get("name") == name and str(v.get("version")) == str(version) for v in linked):
+        client.set_logged_model_tags(model_id, {names.MODEL_VERSIONS: json.dumps(
+            [*linked, {"name": name, "version": int(version)}])})
 
 
 def _champion(client, name: str):

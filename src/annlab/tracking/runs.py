@@ -34,16 +34,36 @@ from annlab.provenance import Provenance, git_state, user
 from annlab.tracking.store import Store, TrackingError, duplicate_row, first_line, sqlite_path
 
 EXPERIMENT_TAGS = {names.EXPERIMENT_KIND: "custom_model_development"}
-# The runs table as annlab opens it: best validation misclassification first, the settings and
-# scores that matter as columns. (A view the UI saves as an experiment tag, in the form MLflow
-# 3.17's UI writes; make ui links to it by its key.)
-BEST_VIEW = "annlab-best"
-SHOWN_COLUMNS = ["metrics.`val_misclassification`", "metrics.`val_accuracy`",
+# The runs table as annlab opens it (views the UI saves as experiment tags, in the form MLflow
+# 3.17's UI writes; make ui links to them by key): best validation misclassification first,
+# each run's dataset, settings and scores as columns, and the chart view's image card of the
+# decision boundaries showing them, not the runs' parameters.
+SHOWN_COLUMNS = [f"tags.`{names.DATASET}`", "metrics.`val_misclassification`",
+                 f"tags.`{names.BEST_RUN_NAME}`", "metrics.`val_accuracy`",
                  "metrics.`test_accuracy`", "params.`model.activation`",
                  "params.`model.hidden_nodes`", "params.`train.learning_rate`",
-                 "params.`train.reg_lambda`", "tags.`annlab.pruned_at`", "attributes.`Models`"]
+                 "params.`train.reg_lambda`", f"tags.`{names.PRUNED_AT}`", "attributes.`Models`"]
+_CHARTS = {"compareRunSections": [{"uuid": "annlab-boundaries", "name": "Decision boundaries",
+                                   "display": True, "isReordered": False, "deleted": False,
+                                   "isGenerated": True}],
+           "compareRunCharts": [{"uuid": "annlab-boundary", "type": "IMAGE",
+                                 "runsCountToCompare": 10,
+                                 "metricSectionId": "annlab-boundaries", "deleted": False,
+                                 "isGenerated": True,
+                                 "imageKeys": [names.BOUNDARY_IMAGE_KEY], "step": 0,
+                                 "showRunParams": False}]}
 BEST_VIEW_STATE = {"orderByKey": "metrics.`val_misclassification`", "orderByAsc": True,
-                   "selectedColumns": SHOWN_COLUMNS}
+                   "selectedColumns": SHOWN_COLUMNS, **_CHARTS}
+VIEWS = {
+    # make ui's: single runs and sweep and study parents (a parent's val_misclassification is
+    # its best child's, named in a column), not their children nor reproduce verdicts
+    "annlab-runs": ("annlab: runs and sweeps", {
+        **BEST_VIEW_STATE, "searchFilter": f"tags.`{names.PARENT_RUN}` IS NULL and "
+                                           f"tags.`{names.REPRODUCES}` IS NULL"}),
+    # every trained run, children too, flat
+    "annlab-best": ("annlab: best first", {
+        **BEST_VIEW_STATE, "searchFilter": f"tags.`{names.CONFIG_HASH}` IS NOT NULL"}),
+}
 # What the logged model loads with (annlab.model_io and the estimator), pinned to the versions
 # this run used. annlab's code is not shipped with the model: loaded in a process that has
 # annlab, MLflow would put the model's copy first on sys.path, in its place.
@@ -103,6 +123,19 @@ class Record:
     pruned_at = property(lambda self: int(self.tags[names.PRUNED_AT])
                          if names.PRUNED_AT in self.tags else None)
 
+    @property
+    def kind(self) -> str:
+        """What made the run: ``run`` (a trained config, a sweep's child or a trial too),
+        ``sweep`` or ``study`` (a parent), ``verdict`` (`make reproduce`'s), or ``other`` (not
+        annlab)."""
+        if names.REPRODUCES in self.tags:
+            return "verdict"
+        if self.parent_run_id is None and names.SWEEP in self.tags:
+            return "sweep"
+        if self.parent_run_id is None and names.STUDY in self.tags:
+            return "study"
+        return "run" if self.config_hash is not None else "other"
+
 
 class Experiment:
     """One experiment of a store: where runs, sweeps and their children are created and found."""
@@ -115,9 +148,10 @@ class Experiment:
         return self.store.uri
 
     @classmethod
-    def open(cls, store: Store, name: str) -> Experiment:
+    def open(cls, store: Store, name: str, job: bool = False) -> Experiment:
         """The experiment, created (with its tags) if new; runs its dead processes left
-        RUNNING are closed as KILLED first.
+        RUNNING are closed as KILLED first (not by a sweep's ``job``: its launching process
+        did, and the view was saved then too).
 
         Call this in the launching process before any job starts: racing experiment creation
         can file runs under "Default".
@@ -132,7 +166,7 @@ class Experiment:
                     experiment_id = client.create_experiment(name, artifact_location,
                                                              EXPERIMENT_TAGS)
                     experiment = cls(store, experiment_id, name)
-                    experiment.save_view(BEST_VIEW, "annlab: best first", BEST_VIEW_STATE)
+                    experiment.save_views()
                     return experiment
                 except MlflowException:  # created meanwhile by someone else: use theirs
                     found = client.get_experiment_by_name(name)
@@ -143,11 +177,12 @@ class Experiment:
                 if found.tags.get(key) != value:
                     client.set_experiment_tag(found.experiment_id, key, value)
             experiment = cls(store, found.experiment_id, name)
-            experiment.save_view(BEST_VIEW, "annlab: best first", BEST_VIEW_STATE,
-                                 found.tags)
-            experiment.close_dead_runs()
+            if not job:
+                experiment.save_views(found.tags)
+                experiment.close_dead_runs()
             return experiment
         except (MlflowException, SQLAlchemyError) as err:
+            store.check_reachable(f"experiment {name!r} cannot be opened", cause=err)
             raise TrackingError(f"tracking store {store.uri}: {first_line(err)}") from err
 
     @classmethod
@@ -157,6 +192,11 @@ class Experiment:
         except MlflowException as err:
             raise TrackingError(f"no experiment with id {experiment_id!r} in {store.uri}"
                                 ) from err
+
+    def save_views(self, tags: Mapping | None = None) -> None:
+        """annlab's views of the runs table (:data:`VIEWS`), unless ``tags`` hold them."""
+        for key, (title, state) in VIEWS.items():
+            self.save_view(key, title, state, tags)
 
     def save_view(self, key: str, title: str, state: Mapping, tags: Mapping | None = None
                   ) -> None:

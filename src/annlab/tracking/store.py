@@ -164,13 +164,15 @@ def _open_sqlite(db: Path, uri: str) -> None:
 class Store:
     """One tracking store (a sqlite file or a server) as this process sees it."""
 
-    def __init__(self, uri: str, patient: bool = False):
-        """``patient``: a server that does not answer is waited for as long as MLflow's client
-        would (a sweep's job: its launching process has already found the server)."""
+    def __init__(self, uri: str, job: bool = False):
+        """``job``: a sweep's job, whose launching process has found the store already: a
+        server is not asked first (MLflow's own retries wait out a restart on the first call
+        instead)."""
         self.uri = uri
         _check_uri(uri)
         if is_server(uri):
-            _check_server(uri, patient)
+            if not job:
+                _check_server(uri)
         elif (db := sqlite_path(uri)) is not None:
             _open_sqlite(db, uri)
         elif urlparse(uri).scheme != "databricks":
