@@ -109,6 +109,8 @@ def test_the_best_first_view_lists_every_trained_run_flat(ui):
 def test_the_chart_views_boundary_card_shows_images_not_parameters(ui):
     _, state, _ = _view(ui, "annlab-runs")
     (card,) = [c for c in state["compareRunCharts"] if c["type"] == "IMAGE"]
+    assert {c["metricKey"] for c in state["compareRunCharts"] if c["type"] == "LINE"} == {
+        "val_misclassification", "train_misclassification", "val_loss", "train_loss"}
     assert card["imageKeys"] == ["boundary"] and card["showRunParams"] is False
     assert card["step"] == 0  # every run has an image there: the untrained network's
 

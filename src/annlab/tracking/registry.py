@@ -36,7 +36,7 @@ class Registered:
         """``registered annlab-moons version 3 (validation misclassification 0.015): ...``"""
         moved = self.champion == self.version
         return (f"registered {self.name} version {self.version} (validation misclassification "
-                f"{self.score:g}): {'the' if moved else 'not the'} champion"
+                f"{self.score:.3f}): {'the' if moved else 'not the'} champion"
                 + ("" if moved else f" (version {self.champion} is, with "
                    f"{self.champion_score:g}; a tie keeps it)")
                 + "; serve it with `make serve "

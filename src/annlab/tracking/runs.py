@@ -43,17 +43,44 @@ SHOWN_COLUMNS = [f"tags.`{names.DATASET}`", "metrics.`val_misclassification`",
                  "metrics.`test_accuracy`", "params.`model.activation`",
                  "params.`model.hidden_nodes`", "params.`train.learning_rate`",
                  "params.`train.reg_lambda`", f"tags.`{names.PRUNED_AT}`", "attributes.`Models`"]
-_CHARTS = {"compareRunSections": [{"uuid": "annlab-boundaries", "name": "Decision boundaries",
-                                   "display": True, "isReordered": False, "deleted": False,
-                                   "isGenerated": True}],
-           "compareRunCharts": [{"uuid": "annlab-boundary", "type": "IMAGE",
-                                 "runsCountToCompare": 10,
-                                 "metricSectionId": "annlab-boundaries", "deleted": False,
-                                 "isGenerated": True,
-                                 "imageKeys": [names.BOUNDARY_IMAGE_KEY], "step": 0,
-                                 "showRunParams": False}]}
+
+def _section(uuid: str, name: str) -> dict:
+    return {"uuid": uuid, "name": name, "display": True, "isReordered": False, "deleted": False,
+            "isGenerated": True}
+
+
+def _card(kind: str, section: str, key: str, **fields) -> dict:
+    """A chart card as MLflow 3.17's UI saves one (its defaults, and ``fields``)."""
+    card = {"uuid": f"annlab-{key}", "type": kind, "runsCountToCompare": 10,
+            "metricSectionId": section, "deleted": False, "isGenerated": True}
+    if kind == "LINE":
+        card |= {"metricKey": key, "selectedMetricKeys": [key], "lineSmoothness": 0,
+                 "xAxisScaleType": "linear", "scaleType": "linear", "xAxisKey": "step",
+                 "selectedXAxisMetricKey": "", "yAxisKey": "metric", "yAxisExpressions": [],
+                 "ignoreOutliers": False, "useGlobalXaxisKey": True,
+                 "useGlobalLineSmoothing": True}
+    elif kind == "BAR":
+        card |= {"metricKey": key, "selectedMetricKeys": [key]}
+    return card | fields
+
+
+# The chart view: the curves, the decision boundaries at each logged epoch (images, not the runs'
+# parameters over them), the final scores. A view that names its charts gets no others.
+_CHARTS = {
+    "compareRunSections": [_section("annlab-curves", "Curves"),
+                           _section("annlab-boundaries", "Decision boundaries"),
+                           _section("annlab-scores", "Final scores")],
+    "compareRunCharts": [
+        *(_card("LINE", "annlab-curves", key) for key in (
+            "val_misclassification", "train_misclassification", "val_loss", "train_loss")),
+        _card("IMAGE", "annlab-boundaries", names.BOUNDARY_IMAGE_KEY,
+              imageKeys=[names.BOUNDARY_IMAGE_KEY], step=0, showRunParams=False),
+        *(_card("BAR", "annlab-scores", key) for key in ("test_accuracy", "val_accuracy"))]}
+
 BEST_VIEW_STATE = {"orderByKey": "metrics.`val_misclassification`", "orderByAsc": True,
-                   "selectedColumns": SHOWN_COLUMNS, **_CHARTS}
+                   "selectedColumns": SHOWN_COLUMNS, "columnOrder": SHOWN_COLUMNS[:3],
+                   "columnWidths": {SHOWN_COLUMNS[2]: 240},
+                   **_CHARTS}
 VIEWS = {
     # make ui's: single runs and sweep and study parents (a parent's val_misclassification is
     # its best child's, named in a column), not their children nor reproduce verdicts
