@@ -52,7 +52,7 @@ def run(cfg: DictConfig, overrides: list[str], out_dir: Path,
 
 
 @contextlib.contextmanager
-def progress_bar(epochs: int):
+def progress_bar(epochs: int, mininterval: float = 0.25):
     """On a terminal, tqdm's bar of the epochs trained, with the latest training loss and
     validation misclassification, elapsed and remaining time (redrawn at most 4 times a
     second); nothing otherwise. Yields the per-epoch callback."""
@@ -61,7 +61,7 @@ def progress_bar(epochs: int):
         return
     from tqdm import tqdm
 
-    with tqdm(total=epochs, unit="epoch", mininterval=0.25, leave=False,
+    with tqdm(total=epochs, unit="epoch", mininterval=mininterval, leave=False,
               dynamic_ncols=True) as bar:
         def watch(model) -> None:
             h = model.history_

@@ -1,6 +1,8 @@
 """The one recipe from a spec to everything a run produces (annlab.pipeline.rebuild), the
 model it builds, the plane Figure 2 is drawn in, and the run's description."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -82,3 +84,29 @@ def test_the_description_says_what_the_run_is_and_how_to_reproduce_it(resolved, 
         assert line in text
     assert text.endswith("`make reproduce RUN_ID=abc123`")
     assert f"Test accuracy **{outcome.scores['test_accuracy']:.3f}**" in text
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_a_run_shows_its_epochs_on_a_terminal_and_nothing_elsewhere(resolved, tmp_path,
+                                                                    monkeypatch, terminal):
+    from pipelines.run import progress_bar
+
+    err = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    with progress_bar(40, mininterval=0) as watch:  # every epoch drawn
+        assert (watch is None) is not terminal
+        outcome = pipeline.rebuild(resolved(QUICK), tmp_path, watch=watch)
+    shown = err.getvalue()
+    if not terminal:
+        assert shown == ""
+        return
+    frames = [f for f in shown.split("\r") if f.strip()]  # leave=False then clears the line
+    last, history = frames[-1], outcome.history
+    assert "40/40" in last and "epoch" in last
+    assert (f"train loss {history['train_loss'].iloc[-1]:.4f}, val misclassification "
+            f"{history['val_misclassification'].iloc[-1]:.3f}") in last

@@ -152,3 +152,47 @@ def test_a_run_says_what_made_it(store_uri, experiment):
     assert kind({names.STUDY: "s"}) == "study"
     assert kind({names.REPRODUCES: parent}) == "verdict"
     assert kind({}) == "other"
+
+
+def test_step_images_are_stored_as_mlflows_log_image_stores_them(store_uri, experiment,
+                                                                tmp_path):
+    """The UI's image card finds images by these names; MLflow's own log_image is the
+    reference, so a change in MLflow's naming fails here rather than in a browser."""
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "b.png")
+    exp = tracking.open(store_uri, experiment)
+    client = MlflowClient(store_uri)
+    with exp.start_run("ours") as ours:
+        tags = ours.log_images("boundary", {7: tmp_path / "b.png"})
+        ours.client.set_tag(ours.run_id, *next(iter(tags.items())))
+    theirs = client.create_run(exp.id).info.run_id
+    client.log_image(theirs, Image.open(tmp_path / "b.png"), key="boundary", step=7)
+
+    def stored(run_id):
+        shape = re.compile(r"\+timestamp\+\d+\+[0-9a-f-]{36}")
+        files = {shape.sub("+timestamp+T+ID", f.path): f.path
+                 for f in client.list_artifacts(run_id, "images")}
+        logged = {k: v for k, v in client.get_run(run_id).data.tags.items()
+                  if k == names.LOGGED_IMAGES}
+        return files, logged
+
+    (ours_files, ours_tags), (their_files, their_tags) = stored(ours.run_id), stored(theirs)
+    assert set(ours_files) == set(their_files) == {
+        "images/boundary+step+7+timestamp+T+ID.png",
+        "images/boundary+step+7+timestamp+T+ID+compressed.webp"}
+    assert ours_tags == their_tags == {names.LOGGED_IMAGES: "True"}
+    def fetch(run_id, path):
+        return client.download_artifacts(run_id, path, str(tmp_path / run_id))
+
+    png = fetch(ours.run_id, ours_files["images/boundary+step+7+timestamp+T+ID.png"])
+    np.testing.assert_array_equal(np.asarray(Image.open(png).convert("RGB")), pixels)
+    thumb = "images/boundary+step+7+timestamp+T+ID+compressed.webp"
+    with (Image.open(fetch(ours.run_id, ours_files[thumb])) as mine,
+          Image.open(fetch(theirs, their_files[thumb])) as reference):
+        assert (mine.format, mine.size) == (reference.format, reference.size)
+        assert mine.format == "WEBP"

@@ -1,0 +1,118 @@
+"""What every benchmark shares: timing side by side, the result rows, a resolved config,
+a command run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROWS: list[tuple[str, str, str, str, str]] = []  # benchmark, annlab, baseline, value, target
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # pipelines/ and tests/servers.py, as `make` runs them from here
+
+
+def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
+    return min(_timed(fn) for _ in range(repeats))
+
+
+def best_of_pair(ours: Callable[[], object], baseline: Callable[[], object], repeats: int
+                 ) -> tuple[float, float]:
+    """Alternate the two, so that a slow spell of the (shared, virtual) machine hits both."""
+    pairs = [(_timed(ours), _timed(baseline)) for _ in range(repeats)]
+    return min(p[0] for p in pairs), min(p[1] for p in pairs)
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def report(name: str, ours: float, baseline: float, target: float | None,
+           baseline_name: str = "baseline") -> None:
+    """A ratio against a baseline measured in the same run."""
+    ratio = ours / baseline
+    verdict = "" if target is None else "ok" if ratio <= target else "MISSED"
+    print(f"{name:<40} ours {ours:8.3f} s   {baseline_name} {baseline:8.3f} s   "
+          f"ratio {ratio:6.3f}   {'' if target is None else f'target <= {target}'}  {verdict}",
+          flush=True)
+    ROWS.append((name, f"{ours:.3g} s", f"{baseline:.3g} s ({baseline_name})", f"{ratio:.3f}",
+                 "(reported)" if target is None else f"<= {target} {verdict}"))
+
+
+def resolved(*overrides: str):
+    """The default config with ``overrides``, resolved."""
+    from hydra import compose, initialize_config_dir
+
+    import pipelines  # noqa: F401  (registers the config schema)
+    from annlab.spec import resolve
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return resolve(compose(config_name="config", overrides=list(overrides)))
+
+
+def moons(noise: float):
+    """The default data (raw coordinates) at ``noise``."""
+    return resolved(f"data.noise={noise}", "data.standardize=false").data
+
+
+def cli(*args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
+         without: str = "") -> float:
+    """Wall seconds of ``python -m pipelines.run <args>`` (with the start-up settings in
+    ``without`` switched off: bench/without.py); stops the benchmarks if it fails."""
+    return measured(*args, env=env, prefix=prefix, without=without)[0]
+
+
+def measured(*args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
+              without: str = "") -> tuple[float, float]:
+    """(wall seconds, peak resident MB) of ``python -m pipelines.run <args>``."""
+    import subprocess
+
+    entry = [str(REPO / "bench" / "without.py"), without] if without else ["-m", "pipelines.run"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([*prefix, sys.executable, *entry, *args],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                                env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # this process's own peak, not its parent's
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            sys.exit(f"`pipelines.run {' '.join(args)}` failed:\n{err.read()[-3000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def target(name: str, value: float, unit: str, limit: float | None, note: str = "") -> None:
+    """A value against a fixed limit (None: reported only)."""
+    verdict = "" if limit is None else "ok" if value <= limit else "MISSED"
+    print(f"{name:<40} {value:8.2f} {unit:<4} "
+          f"{'' if limit is None else f'target <= {limit:g} {unit}'}  {verdict}  {note}",
+          flush=True)
+    ROWS.append((name, f"{value:.3g} {unit}", note, "",
+                 "(reported)" if limit is None else f"<= {limit:g} {unit} {verdict}"))
+
+
+def cpu_seconds(pids: set[int]) -> dict[int, float]:
+    """User + system CPU seconds each live process of ``pids`` has used so far."""
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # ended since it was listed
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def wait_idle(limit: float, deadline: float) -> float:
+    """The 1-minute load average once it is at most ``limit`` (others' tests, or our own
+    previous command, decaying), waiting until ``deadline`` (monotonic) at most."""
+    while (load := os.getloadavg()[0]) > limit and time.monotonic() < deadline:
+        print(f"load {load:.2f} > {limit}: waiting for an idle machine", flush=True)
+        time.sleep(15)
+    return load
