@@ -22,6 +22,10 @@ RUN_JOBS = $(if $(filter ray,$(LAUNCHER)),RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token}
 # `make server`'s settings are read from the command line only (HOST and PORT are common
 # environment variables that must not move a server by accident): $(call cli,NAME,default).
 cli = $(if $(filter command line,$(origin $(1))),$($(1)),$(2))
+# What is given to make reaches the command as typed: each word of ARGS (split at spaces) and
+# RUN_ID and MODEL single-quoted, so the shell expands nothing in them (globs, braces, `...`).
+quote = '$(subst ','\'',$(1))'
+quoted = $(foreach w,$(1),$(call quote,$(w)))
 
 .PHONY: help install run data sweep tune ui server cluster cluster-worker figures docs reproduce \
   register serve test test-fast bench lint lock clean
@@ -40,58 +44,58 @@ $(STAMP): requirements.lock pyproject.toml
 install: $(STAMP)  ## create .venv from the lock file (done by every target on first use)
 
 run: $(STAMP)  ## one experiment, default config; Hydra overrides in ARGS='key=value ...'
-	$(PY) -m pipelines.run $(ARGS)
+	@$(PY) -m pipelines.run $(call quoted,$(ARGS))
 
 data: $(STAMP)  ## a dataset's splits as three CSV files (ARGS='data=iris'), to train from with data=file
-	$(PY) -m pipelines.data $(ARGS)
+	@$(PY) -m pipelines.data $(call quoted,$(ARGS))
 
 sweep: $(STAMP)  ## grid over activation x hidden nodes x learning rate, jobs in parallel (LAUNCHER=)
-	$(RUN_JOBS) sweep=default $(ARGS)
+	@$(RUN_JOBS) sweep=default $(call quoted,$(ARGS))
 
 tune: $(STAMP)  ## an Optuna study over conf/tune/default.yaml's space, pruning from the curves
-	$(RUN_JOBS) tune=default $(ARGS)
+	@$(RUN_JOBS) tune=default $(call quoted,$(ARGS))
 
 ui: $(STAMP)  ## MLflow UI over the same store, on 127.0.0.1 only (UI_PORT=5000); prints its link
-	$(PY) -m pipelines.ui --port $(UI_PORT)
+	@$(PY) -m pipelines.ui --port $(call quote,$(UI_PORT))
 
 server: $(STAMP)  ## MLflow tracking server: DB=<SQLAlchemy URL> HOST PORT ARTIFACTS=<dir> AUTH=1
-	@$(PY) -m pipelines.server --host "$(call cli,HOST,127.0.0.1)" --port "$(call cli,PORT,5000)" \
-	  $(if $(call cli,DB,),--db "$(DB)") $(if $(call cli,ARTIFACTS,),--artifacts "$(ARTIFACTS)") \
+	@$(PY) -m pipelines.server --host $(call quote,$(call cli,HOST,127.0.0.1)) --port $(call quote,$(call cli,PORT,5000)) \
+	  $(if $(call cli,DB,),--db $(call quote,$(DB))) $(if $(call cli,ARTIFACTS,),--artifacts $(call quote,$(ARTIFACTS))) \
 	  $(if $(filter 1,$(call cli,AUTH,)),--auth)
 
 figures: $(STAMP)  ## rebuild the post's Figures 2 and 3 from conf/experiment/$(EXPERIMENT).yaml
-	$(PY) -m pipelines.figures experiment=$(EXPERIMENT) $(ARGS)
+	@$(PY) -m pipelines.figures $(call quote,experiment=$(EXPERIMENT)) $(call quoted,$(ARGS))
 
 docs: $(STAMP)  ## rebuild the README's figures in docs/ (checked by the tests)
-	$(PY) -m pipelines.docs experiment=figure2
+	@$(PY) -m pipelines.docs experiment=figure2
 
 reproduce: $(STAMP)  ## rerun a tracked run (RUN_ID=...) and compare everything
-	@test -n "$(RUN_ID)" || { echo "usage: make reproduce RUN_ID=<mlflow run id>" >&2; exit 2; }
-	$(PY) -m pipelines.reproduce $(RUN_ID) $(ARGS)
+	@test -n $(call quote,$(RUN_ID)) || { echo "usage: make reproduce RUN_ID=<mlflow run id>" >&2; exit 2; }
+	@$(PY) -m pipelines.reproduce $(call quote,$(RUN_ID)) $(call quoted,$(ARGS))
 
 register: $(STAMP)  ## a tracked run's model (RUN_ID=...) into the registry; champion if best
-	@test -n "$(RUN_ID)" || { echo "usage: make register RUN_ID=<mlflow run id>" >&2; exit 2; }
-	$(PY) -m pipelines.register $(RUN_ID)
+	@test -n $(call quote,$(RUN_ID)) || { echo "usage: make register RUN_ID=<mlflow run id>" >&2; exit 2; }
+	@$(PY) -m pipelines.register $(call quote,$(RUN_ID))
 
 serve: $(STAMP)  ## MLflow's scoring server for a champion (MODEL=annlab-moons; or RUN_ID=...), on 127.0.0.1
-	$(PY) -m pipelines.serve --port $(SERVE_PORT) $(if $(call cli,MODEL,),--model $(MODEL)) \
-	  $(if $(RUN_ID),--run-id $(RUN_ID))
+	@$(PY) -m pipelines.serve --port $(call quote,$(SERVE_PORT)) \
+	  $(if $(call cli,MODEL,),--model $(call quote,$(MODEL))) $(if $(RUN_ID),--run-id $(call quote,$(RUN_ID)))
 
 cluster: $(STAMP)  ## a Ray head node for LAUNCHER=ray: token auth, no usage stats, fixed ports (NODE_IP=)
-	$(PY) -m pipelines.cluster head --node-ip "$(call cli,NODE_IP,127.0.0.1)"
+	@$(PY) -m pipelines.cluster head --node-ip $(call quote,$(call cli,NODE_IP,127.0.0.1))
 
 cluster-worker: $(STAMP)  ## a Ray worker node joining RAY_ADDRESS=<head>:6379 (NODE_IP=<this machine>)
-	@test -n "$(RAY_ADDRESS)" || { echo "usage: RAY_ADDRESS=<head>:6379 make cluster-worker NODE_IP=<ip>" >&2; exit 2; }
-	$(PY) -m pipelines.cluster worker --address "$(RAY_ADDRESS)" --node-ip "$(call cli,NODE_IP,127.0.0.1)"
+	@test -n $(call quote,$(RAY_ADDRESS)) || { echo "usage: RAY_ADDRESS=<head>:6379 make cluster-worker NODE_IP=<ip>" >&2; exit 2; }
+	@$(PY) -m pipelines.cluster worker --address $(call quote,$(RAY_ADDRESS)) --node-ip $(call quote,$(call cli,NODE_IP,127.0.0.1))
 
 test: $(STAMP)  ## the whole suite, tests/unit/ and tests/e2e/: what CI runs
-	$(PY) -m pytest -n 2 --dist worksteal tests $(ARGS)
+	$(PY) -m pytest -n 2 --dist worksteal tests $(call quoted,$(ARGS))
 
 test-fast: $(STAMP)  ## tests/unit/ only (no subprocess, server or CLI), under a minute
-	$(PY) -m pytest -n 2 tests/unit $(ARGS)
+	$(PY) -m pytest -n 2 tests/unit $(call quoted,$(ARGS))
 
 bench: $(STAMP)  ## benchmarks, printed as ratios against their baselines
-	$(PY) bench/bench.py $(ARGS)
+	$(PY) bench/bench.py $(call quoted,$(ARGS))
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check .
