@@ -7,12 +7,12 @@ header (the post's sample files), and the command that trains from them.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from annlab.errors import reported
+from annlab.paths import make_dir
 from annlab.spec import resolve
 
 
@@ -22,7 +22,8 @@ def main(cfg: DictConfig) -> None:
     from annlab.data import write_files
 
     spec = resolve(cfg)
-    written = write_files(spec.data, spec.seed, Path(spec.paths["data"]) / spec.data.label)
+    out_dir = make_dir("paths.data", spec.paths["data"]) / spec.data.label
+    written = write_files(spec.data, spec.seed, out_dir)
     shown = {split: os.path.relpath(path) for split, path in written.items()}
     rows = "/".join(str(n) for n in spec.data.split_sizes()) if len(spec.data.files) != 3 \
         else "as given"

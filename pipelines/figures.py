@@ -14,6 +14,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from annlab.errors import reported
+from annlab.paths import make_dir
 from pipelines.run import run
 
 # The post's numbering: Figure 2 is the boundary animation, Figure 3 the misclassification curve.
@@ -22,12 +24,14 @@ POST_NAMES = {"boundary": "figure2.gif", "boundary_final": "figure2_final.png",
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@reported
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
+    target = make_dir("paths.figures", cfg.paths.figures) / (
+        hc.runtime.choices.get("experiment") or "default")
     result = run(cfg, hc.overrides.task, Path(hc.runtime.output_dir),
                  entry_point="pipelines/figures.py")
-    target = Path(cfg.paths.figures) / (hc.runtime.choices.get("experiment") or "default")
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(exist_ok=True)
     for key, name in POST_NAMES.items():
         path = shutil.copyfile(result.figures[key], target / name)
         print(f"  {path}  sha256 {hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from annlab import services
 from annlab.errors import reported
-from annlab.paths import default_paths
+from annlab.paths import default_paths, make_dir
 
 
 @reported
@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-dir", default=str(services.OUTPUTS / "server"),
                         help="the server's log, auth config and user store")
     args = parser.parse_args(argv)
+    make_dir("ARTIFACTS", args.artifacts)
+    make_dir("state directory", args.state_dir)
+    if args.db.startswith("sqlite:///"):  # the one backend store that is a file here
+        make_dir("DB (its directory)", Path(args.db.removeprefix("sqlite:///").split("?")[0]).parent)
     services.serve(args.db, args.host, args.port, Path(args.artifacts), args.auth,
                    Path(args.state_dir))
 

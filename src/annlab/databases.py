@@ -72,6 +72,20 @@ def holds_mlflow(names: set[str]) -> bool:
     return names >= MLFLOW_TABLES
 
 
+def check_mlflow_or_empty(url: str, key: str) -> set[str]:
+    """The tables of a database MLflow is to use as its store: none yet, or MLflow's. Any
+    other (an Optuna storage, an application's database) is refused before MLflow writes its
+    tables into it."""
+    names = tables(url, key)
+    if names and not holds_mlflow(names):
+        whose = ("an Optuna study storage" if {"studies", "trials"} <= names else
+                 "tables that are not MLflow's: " + ", ".join(sorted(names)[:5]) +
+                 (", ..." if len(names) > 5 else ""))
+        raise DatabaseError(f"{key}={redact(url)} holds {whose}, not an MLflow store; "
+                            "annlab wrote nothing into it")
+    return names
+
+
 def create_if_missing(url: str, key: str) -> bool:
     """Create a PostgreSQL database that does not exist yet (through the server's maintenance
     database ``postgres``, with the URL's own user); True if it did. Any refusal (no such

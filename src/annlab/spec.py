@@ -25,6 +25,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from annlab.config import SECTIONS, Config, ConfigError
+from annlab.paths import tracking_uri
 from annlab.rules import (
     DATA_RULES,
     DATASETS,
@@ -234,8 +235,7 @@ def resolve_plain(config: dict[str, Any], baseline: RunSpec | None = None) -> Ru
                     dataset_label(d), files, d.get("target") if files else None, features)
     model = ModelSpec(config["model"]["activation"],
                       tuple(hidden_sizes(config["model"]["hidden_nodes"])))
-    uri = (tr.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
-           or (config.get("paths") or {}).get("store"))
+    uri = tracking_uri(tr.get("uri"), (config.get("paths") or {}).get("store"))
     tune = _tune(config["tune"]) if config.get("tune") is not None else None
     return RunSpec(
         seed=config["seed"], data=data, model=model,

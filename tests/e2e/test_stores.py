@@ -1,8 +1,13 @@
 """Stores that several processes or a real `mlflow server` share: created whole, datasets linked
 once, runs tracked through the server."""
 
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +20,7 @@ from annlab.model_io import features
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1, in its own process group, stopped afterwards."""
-    import os
     import signal
-    import subprocess
-    import sys
 
     import requests
 
@@ -124,3 +126,69 @@ def test_runs_logging_the_same_data_at_once_both_record_it(tmp_path):
         assert [r.info.status for r in runs] == ["FINISHED"] * 2
         for run in runs:
             assert sorted(i.dataset.digest for i in run.inputs.dataset_inputs) == ["d1", "d2"]
+
+
+REPO = Path(__file__).resolve().parents[2]
+QUICK = ["train.epochs=5", "plot.frames=2", "plot.image_steps=2", "plot.grid_size=20",
+         "plot.dpi=30"]
+
+
+def _cli(*argv: str, env: dict | None = None, prefix: tuple = ()):
+    return subprocess.run([*prefix, sys.executable, *argv], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_a_store_on_a_read_only_file_system_is_refused_in_one_line(tmp_path):
+    from tests.servers import unavailable
+
+    if not shutil.which("unshare"):
+        unavailable("a read-only mount needs unshare (util-linux)")
+    store = tmp_path / "store"
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    made = _cli("-m", "pipelines.run", *QUICK, f"tracking.uri={uri}",
+                f"hydra.run.dir={tmp_path / 'run'}")
+    assert made.returncode == 0, made.stderr
+    run_id = MlflowClient(uri).search_runs(["1"])[0].info.run_id
+    before = {p: p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    # a mount namespace of this process's own, where the store's directory is read-only
+    ro = ("unshare", "-rm", "sh", "-c", f"mount --bind {store} {store} && mount -o "
+          f"remount,bind,ro {store} && exec \"$0\" \"$@\"")
+    if _cli("-c", "", prefix=ro).returncode != 0:
+        unavailable("cannot make a read-only mount (unshare -rm)")
+    env = {"MLFLOW_TRACKING_URI": uri}
+    for argv in (["-m", "pipelines.run", *QUICK, f"hydra.run.dir={tmp_path / 'r2'}"],
+                 ["-m", "pipelines.reproduce", run_id], ["-m", "pipelines.register", run_id]):
+        done = _cli(*argv, env=env, prefix=ro)
+        assert done.returncode != 0, argv
+        assert done.stderr.strip().splitlines() == [
+            f"error: tracking store {store / 'mlflow.db'} cannot be written (read-only file "
+            "system or no permission); copy it somewhere writable and set tracking.uri / "
+            "MLFLOW_TRACKING_URI to the copy"], (argv, done.stderr)
+    assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["-m", "pipelines.run", "paths.runs={bad}"], "paths.runs"),
+    (["-m", "pipelines.run", "hydra.run.dir={bad}/x"], "hydra.run.dir"),
+    (["-m", "pipelines.run", "sweep=default", "paths.multiruns={bad}"], "paths.multiruns"),
+    (["-m", "pipelines.data", "paths.data={bad}"], "paths.data"),
+    (["-m", "pipelines.figures", "paths.figures={bad}"], "paths.figures"),
+    (["-m", "pipelines.server", "--artifacts", "{bad}", "--port", "0"], "ARTIFACTS"),
+    (["-m", "pipelines.server", "--db", "sqlite:///{bad}/m.db", "--port", "0"],
+     "DB (its directory)"),
+])
+@pytest.mark.parametrize("bad", ["/proc/annlab", "FILE"])
+def test_a_directory_that_cannot_be_made_is_one_line_before_anything_runs(tmp_path, argv, key,
+                                                                         bad):
+    if bad == "FILE":  # a file where a directory should be
+        bad = tmp_path / "a-file"
+        bad.write_text("")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = _cli(*[a.format(bad=bad) for a in argv], f"tracking.uri={uri}"
+                if argv[1] != "pipelines.server" else "--state-dir=" + str(tmp_path / "s"))
+    assert done.returncode != 0
+    (line,) = done.stderr.strip().splitlines()
+    shown = str(bad) + ("/x" if key == "hydra.run.dir" else "")
+    assert line.startswith(f"error: invalid config: {key}='{shown}"), line
+    assert "allowed: a directory annlab can create and write in" in line
+    assert not (tmp_path / "mlflow.db").exists()  # no store, no run

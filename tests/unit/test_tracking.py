@@ -66,6 +66,9 @@ def test_uri_precedence(monkeypatch):
 
 def test_bad_stores_are_refused_in_one_line_within_seconds(tmp_path, store_uri):
     import shutil
+    import sqlite3
+
+    import optuna
 
     tracking.open(store_uri, "annlab")  # the store exists
     truncated = tmp_path / "truncated.db"
@@ -73,15 +76,35 @@ def test_bad_stores_are_refused_in_one_line_within_seconds(tmp_path, store_uri):
     with truncated.open("r+b") as f:
         f.truncate(truncated.stat().st_size // 3)
     (tmp_path / "garbage.db").write_text("not a database\n")
+    optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s")
+    with sqlite3.connect(tmp_path / "app.db") as con:
+        con.execute("CREATE TABLE users (name TEXT)")
     cases = {"ftp://x": "is not a tracking store",
              "sqlite:////proc/annlab/x.db": "cannot create the tracking store",
-             f"sqlite:///{truncated}": "is not a usable MLflow store",
-             f"sqlite:///{tmp_path / 'garbage.db'}": "is not a usable MLflow store"}
+             f"sqlite:///{truncated}": "cannot use tracking URI=.*: database disk image",
+             f"sqlite:///{tmp_path / 'garbage.db'}": "cannot use tracking URI=.*: file is not a",
+             f"sqlite:///{tmp_path / 'optuna.db'}": "holds an Optuna study storage, not an "
+                                                    "MLflow store; annlab wrote nothing",
+             f"sqlite:///{tmp_path / 'app.db'}": "holds tables that are not MLflow's: users"}
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     for uri, expected in cases.items():
         start = time.monotonic()
         with pytest.raises(tracking.TrackingError, match=expected) as info:
             tracking.open(uri, "annlab")
         assert time.monotonic() - start < 10 and "\n" not in str(info.value)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written
+
+
+def test_a_relative_sqlite_store_is_where_the_command_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = tracking.resolve_uri("sqlite:///rel/mlflow.db", "unused")
+    assert uri == f"sqlite:///{tmp_path}/rel/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
+    assert tracking.resolve_uri(None, "unused") == f"sqlite:///{tmp_path}/env.db"
+    experiment = tracking.open(uri, "annlab")
+    location = experiment.store.client.get_experiment(experiment.id).artifact_location
+    assert location == f"file://{tmp_path}/rel/mlartifacts"
 
 
 def test_runs_whose_process_is_gone_are_closed_as_killed_when_the_store_is_opened(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
-from contextlib import closing
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -21,6 +19,7 @@ from urllib3.util import Retry
 
 from annlab import databases
 from annlab.errors import AnnlabError
+from annlab.paths import tracking_uri
 
 file_lock = ExclusiveFileLock  # MLflow's flock-based lock, for other stores' first creation
 STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
@@ -30,9 +29,7 @@ class TrackingError(AnnlabError):
     """The tracking store cannot be used; the message says which and why."""
 
 
-def resolve_uri(configured: str | None, default: str) -> str:
-    """``tracking.uri`` if set, else ``$MLFLOW_TRACKING_URI``, else ``default`` (paths.store)."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default
+resolve_uri = tracking_uri  # what every command opens: see annlab.paths.tracking_uri
 
 
 def is_server(uri: str) -> bool:
@@ -75,7 +72,7 @@ def _check_database(uri: str) -> None:
     """A database MLflow would open itself: its driver installed and the database answering,
     told in seconds (MLflow retries for minutes)."""
     try:
-        databases.tables(uri, "tracking URI")
+        databases.check_mlflow_or_empty(uri, "tracking URI")
     except databases.DatabaseError as err:
         raise TrackingError(f"{err}; or point it at an mlflow server: http(s)://<host>:<port>"
                             ) from None
@@ -153,12 +150,14 @@ def _open_sqlite(db: Path, uri: str) -> None:
         raise TrackingError(f"cannot create the tracking store {db}: {first_line(err)}"
                             ) from err
     try:
-        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
-            con.execute("SELECT version_num FROM alembic_version").fetchall()
-    except sqlite3.Error as err:
-        raise TrackingError(f"tracking store {uri} is not a usable MLflow store ({err}); move "
-                            "the file aside (annlab then creates a new one) or set "
-                            "tracking.uri / MLFLOW_TRACKING_URI to another store") from err
+        databases.check_mlflow_or_empty(uri, "tracking URI")
+    except databases.DatabaseError as err:
+        raise TrackingError(f"{err}; set tracking.uri or MLFLOW_TRACKING_URI to another "
+                            "store (a new file is created)") from None
+    if not (os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)):
+        raise TrackingError(f"tracking store {db} cannot be written (read-only file system or "
+                            "no permission); copy it somewhere writable and set tracking.uri "
+                            "/ MLFLOW_TRACKING_URI to the copy")
 
 
 class Store:
