@@ -1,6 +1,6 @@
 """`make serve [MODEL=annlab-<dataset>] [RUN_ID=...]`: the champion of a registered model (or a
 run's model) behind MLflow's own scoring server, on 127.0.0.1, until Ctrl-C; prints a `curl`
-line that works.
+line that works. A busy port or one out of range is refused in one line naming SERVE_PORT.
 
     python -m pipelines.serve [--model annlab-moons] [--run-id ID] [--port 5002]
 """
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-id", help="serve this run's model instead")
     parser.add_argument("--port", type=int, default=5002)
     args = parser.parse_args(argv)
+    services.check_port_free("127.0.0.1", args.port, "SERVE_PORT")  # before the model
     services.serve_model(tracking.resolve_uri(None, default_paths().store), args.model,
                          args.run_id, args.port)
 

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--experiment",
                         default=OmegaConf.load(CONF_DIR / "tracking" / "mlflow.yaml").experiment)
     args = parser.parse_args(argv)
+    services.check_port_free("127.0.0.1", args.port, "UI_PORT")
     services.ui(tracking.resolve_uri(None, default_paths().store), args.experiment, args.port)
 
 

@@ -68,15 +68,20 @@ def check_host(host: str, auth: bool) -> None:
                           "with AUTH=1")
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int, variable: str = "PORT") -> None:
+    """A server can listen on ``port`` at ``host``; else one line naming ``variable`` (the make
+    variable that sets the port) and what to pass instead."""
+    if not 0 < port < 65536:
+        raise ServerError(f"{variable}={port} is not a port number; allowed: 1-65535")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as err:
-            raise ServerError(f"PORT={port} on {host} is not available ({err.strerror}); "
-                              f"choose another, e.g. PORT={port + 1}") from None
+            other = port + 1 if port < 65535 else port - 1
+            raise ServerError(f"{variable}={port} on {host} is not available ({err.strerror}); "
+                              f"choose another, e.g. {variable}={other}") from None
 
 
 def check_db(url: str) -> None:
@@ -87,7 +92,7 @@ def check_db(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     if databases.create_if_missing(url, BACKEND):
         print(f"created the database {parsed.database!r} on {parsed.host}", flush=True)
-    databases.tables(url, BACKEND)
+    databases.check_mlflow_or_empty(url, BACKEND)
 
 
 def log_tail(log: Path, lines: int = 1) -> str:

@@ -11,10 +11,11 @@ from pipelines.server import main
 from tests.servers import free_port
 
 
-def refusal(capsys, *argv: str) -> str:
-    """Run `make server` with ``argv``; it must fail with exactly one line on stderr."""
+def refusal(capsys, *argv: str, command=main) -> str:
+    """Run `make server` (or ``command``) with ``argv``; it must fail with exactly one line on
+    stderr."""
     with pytest.raises(SystemExit) as info:
-        main(list(argv))
+        command(list(argv))
     assert info.value.code == 1
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1, err
@@ -27,13 +28,24 @@ def test_hosts_beyond_loopback_need_auth(capsys, tmp_path):
     assert "AUTH=1" in err
 
 
-def test_a_port_in_use_is_refused(capsys, tmp_path):
+@pytest.mark.parametrize("command, variable", [("server", "PORT"), ("ui", "UI_PORT")])
+@pytest.mark.parametrize("port", ["busy", "99999", "0", "-1"])
+def test_a_port_in_use_or_out_of_range_is_refused(capsys, tmp_path, command, variable, port):
+    import pipelines.ui
+
+    entry = {"server": main, "ui": pipelines.ui.main}[command]
+    extra = ["--state-dir", str(tmp_path)] if command == "server" else []
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        port = busy.getsockname()[1]
-        err = refusal(capsys, "--port", str(port), "--state-dir", str(tmp_path))
-    assert f"PORT={port}" in err and "not available" in err
+        if port == "busy":
+            port = str(busy.getsockname()[1])
+        err = refusal(capsys, "--port", port, *extra, command=entry)
+    if int(port) in range(1, 65536):
+        assert err == (f"error: {variable}={port} on 127.0.0.1 is not available (Address "
+                       f"already in use); choose another, e.g. {variable}={int(port) + 1}")
+    else:
+        assert err == f"error: {variable}={port} is not a port number; allowed: 1-65535"
 
 
 def test_an_unreachable_database_is_reported_within_seconds(capsys, tmp_path):
