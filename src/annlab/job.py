@@ -19,7 +19,7 @@ def run(spec: RunSpec, overrides: list[str], out_dir: Path) -> dict[str, Any]:
     recorded (FAILED) and handed back, and the sweep goes on; an interrupt (KILLED) stops it."""
     try:
         stop = study.Reporter(spec.tune) if spec.trial else None
-        result = run_experiment(spec, overrides, out_dir, stop=stop)
+        result = run_experiment(spec, overrides, out_dir, stop=stop, job=True)
     except Exception as err:  # recorded as FAILED by the run itself; the sweep goes on
         if isinstance(err, tracking.TrackingError):  # the store may not know: say it here
             print(f"{spec.name} FAILED {err}", flush=True)

@@ -141,16 +141,20 @@ class RunResult:
 
 
 def run_experiment(spec: RunSpec, overrides: Sequence[str], out_dir: Path,
-                   entry_point: str = "pipelines/run.py", stop=None, watch=None) -> RunResult:
+                   entry_point: str = "pipelines/run.py", stop=None, watch=None,
+                   job: bool = False) -> RunResult:
     """Run and track one resolved config; files go to ``out_dir``; ``entry_point`` is what the
     run's Source names; ``stop`` may end training early (a study pruning a trial: the run still
     ends FINISHED, tagged with the last epoch it trained); ``watch`` sees each epoch (a
-    terminal's progress). The curves reach the store while the run trains.
+    terminal's progress); a sweep's ``job`` trusts the parent its launching process made. The
+    curves reach the store while the run trains.
 
     Re-raises a failure inside the run after recording it (FAILED, or KILLED on an interrupt).
     """
     uri, parent = spec.tracking.uri, spec.tracking.parent_run_id
-    experiment = tracking.open(uri, spec.tracking.experiment, job=parent is not None)
+    experiment = tracking.open(uri, spec.tracking.experiment, job=job)
+    if parent is not None and not job:
+        experiment.check_parent(parent)
     tags = {names.DATASET: spec.data.label}
     if spec.tune is not None and spec.tune.trial is not None:
         tags |= {names.STUDY: spec.tune.study, names.TRIAL: spec.tune.trial}

@@ -317,7 +317,12 @@ def check(config: Mapping[str, Any]
     _require(p["image_steps"] <= frames, "plot.image_steps", p["image_steps"],
              f"at most the animation's {frames} frames (plot.frames, and train.epochs + 1)")
     experiment = select(config, "tracking.experiment")
-    _require(bool(experiment), "tracking.experiment", experiment, "a non-empty experiment name")
+    # its best models register as <experiment>-<dataset>, a name MLflow's registry takes
+    _require(bool(experiment) and experiment == experiment.strip() and len(experiment) <= 200
+             and not set("/:") & set(experiment) and experiment not in (".", ".."),
+             "tracking.experiment", experiment, "a name of 1-200 characters without '/' or "
+             "':' or spaces at its ends (its models register as <experiment>-<dataset>, and "
+             "MLflow's registry refuses '/' and ':')")
     _check_memory(config, shape)
     if config.get("tune") is not None:
         _check_tune(config)

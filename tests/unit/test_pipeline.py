@@ -110,3 +110,21 @@ def test_a_run_shows_its_epochs_on_a_terminal_and_nothing_elsewhere(resolved, tm
     assert "40/40" in last and "epoch" in last
     assert (f"train loss {history['train_loss'].iloc[-1]:.4f}, val misclassification "
             f"{history['val_misclassification'].iloc[-1]:.3f}") in last
+
+
+@pytest.mark.parametrize("parent", ["0123456789abcdef0123456789abcdef", "elsewhere"])
+def test_a_parent_given_by_hand_must_be_a_run_of_the_experiment(fast_spec, store_uri,
+                                                                 experiment, tmp_path, parent):
+    from mlflow.tracking import MlflowClient
+
+    from annlab import tracking
+    from annlab.config import ConfigError
+
+    if parent == "elsewhere":  # a real run, of another experiment
+        with tracking.open(store_uri, f"{experiment}-other").start_run("p") as other:
+            parent = other.run_id
+    exp = tracking.open(store_uri, experiment)
+    with pytest.raises(ConfigError, match=f"tracking.parent_run_id='{parent}'; allowed: the "
+                                          f"id of a run in experiment '{experiment}'"):
+        pipeline.run_experiment(fast_spec(f"tracking.parent_run_id={parent}"), [], tmp_path)
+    assert MlflowClient(store_uri).search_runs([exp.id]) == []  # no run was made

@@ -73,6 +73,11 @@ def test_the_tracking_uri_is_the_configs_then_the_environments_then_the_store(
     ("seed=-1", "seed"),
     ("plot.frames=0", "plot.frames"),
     ("tracking.experiment=''", "tracking.experiment"),
+    ("tracking.experiment='lab/a:b'", "tracking.experiment"),
+    ("tracking.experiment='lab:b'", "tracking.experiment"),
+    ("tracking.experiment='lab/b'", "tracking.experiment"),
+    ("tracking.experiment=' lab'", "tracking.experiment"),
+    ("tracking.experiment='..'", "tracking.experiment"),
     ("train.batch_size=601", "train.batch_size"),
     ("plot.image_steps=31", "plot.image_steps"),
 ])

@@ -11,6 +11,15 @@ from annlab.paths import default_paths
 from annlab.tracking import liveness
 
 
+def test_a_new_stores_default_experiment_keeps_its_artifacts_beside_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path / "..")  # not where the store is
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    default = tracking.open(uri, "Default")
+    assert default.id == "0"
+    location = MlflowClient(uri).get_experiment("0").artifact_location
+    assert location == (tmp_path / "store" / "mlartifacts").as_uri()
+
+
 def test_open_creates_the_experiment_once_with_its_kind(store_uri, experiment):
     first = tracking.open(store_uri, experiment).id
     assert tracking.open(store_uri, experiment).id == first

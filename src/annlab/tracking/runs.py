@@ -220,6 +220,19 @@ class Experiment:
             raise TrackingError(f"no experiment with id {experiment_id!r} in {store.uri}"
                                 ) from err
 
+    def check_parent(self, run_id: str) -> None:
+        """``tracking.parent_run_id`` given by hand names a run of this experiment."""
+        from annlab.config import ConfigError
+
+        try:
+            found = self.store.client.get_run(run_id).info.experiment_id
+        except MlflowException:
+            found = None
+        if found != self.id:
+            raise ConfigError("tracking.parent_run_id", run_id, f"the id of a run in experiment "
+                              f"{self.name!r} of {self.uri}" + (
+                                  "" if found is None else f"; this one is in experiment {found}"))
+
     def save_views(self, tags: Mapping | None = None) -> None:
         """annlab's views of the runs table (:data:`VIEWS`), unless ``tags`` hold them."""
         for key, (title, state) in VIEWS.items():

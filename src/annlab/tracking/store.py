@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
+from contextlib import closing
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -135,6 +137,16 @@ def _empty_store() -> Path:
     return template
 
 
+def _copy_empty_store(tmp: Path, db: Path) -> None:
+    """The empty store copied to ``tmp``, to be renamed ``db``: its Default experiment keeps
+    its artifacts beside ``db``, like every experiment annlab creates (the template's points
+    into the directory the template was built from)."""
+    shutil.copyfile(_empty_store(), tmp)
+    with closing(sqlite3.connect(tmp)) as con, con:
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                    ((db.parent / "mlartifacts").as_uri(),))
+
+
 def _open_sqlite(db: Path, uri: str) -> None:
     """Create a new store whole or not at all; refuse, in seconds, a file that is no store.
 
@@ -145,7 +157,7 @@ def _open_sqlite(db: Path, uri: str) -> None:
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
         if not db.exists():
-            build_whole(db, lambda tmp: shutil.copyfile(_empty_store(), tmp))
+            build_whole(db, lambda tmp: _copy_empty_store(tmp, db))
     except (OSError, MlflowException, SQLAlchemyError) as err:
         raise TrackingError(f"cannot create the tracking store {db}: {first_line(err)}"
                             ) from err
