@@ -1,6 +1,6 @@
 """`make register RUN_ID=...`: a tracked run's model as a version of the registered model
-``<experiment>-<dataset>``, champion if it beats the champion (a sweep or a study registers its
-best run itself).
+``<experiment>-<dataset>``, champion if it beats the champion; given a sweep's or a study's
+parent, its best run's (which the sweep or study registered when it ended).
 
     python -m pipelines.register <run id> [--uri URI]
 """
@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> None:
                                       "embedded store)")
     args = parser.parse_args(argv)
     uri = tracking.resolve_uri(args.uri, default_paths().store)
-    print(tracking.register(tracking.connect(uri), args.run_id).line())
+    for registered in tracking.register_given(tracking.connect(uri), args.run_id):
+        print(registered.line())
 
 
 if __name__ == "__main__":

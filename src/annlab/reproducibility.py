@@ -7,7 +7,7 @@ SIMD kernels or BLAS) the last bits of exp/tanh may differ, so numbers are compa
 What can be compared depends on how the run ended: a FINISHED run has curves, final metrics,
 weights and figures; a run that diverged has its curves up to the divergence and the epoch it
 diverged at; an interrupted (KILLED) one has the curves of the epochs it trained. A RUNNING
-run is refused: it may still be writing.
+run whose process is gone is closed as KILLED first; one whose process lives is refused.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def load_recorded(store: tracking.Store, run_id: str, scratch: Path,
     """Read what ``run_id`` recorded; refuse, in one line, what cannot be reproduced. ``moved``
     gives a data file's new place (``data.path`` -> its path): its content decides."""
     run = tracking.Run(store, run_id)
-    record = run.record()
+    record = run.settled()
     what = f"run {record.run_name} ({run_id})"
     if record.kind == "verdict":
         raise tracking.TrackingError(f"{what} is make reproduce's verdict on run "
@@ -150,8 +150,8 @@ def load_recorded(store: tracking.Store, run_id: str, scratch: Path,
         raise tracking.TrackingError(f"{what} was not made by annlab (it has no "
                                      f"{names.CONFIG_HASH} tag); nothing to reproduce")
     if record.status == Status.RUNNING:
-        raise tracking.TrackingError(f"{what} is still RUNNING (its process may still be "
-                                     "writing to it); reproduce it once it has ended")
+        raise tracking.TrackingError(f"{what} is still RUNNING (its process is alive and "
+                                     "writing it); reproduce it once it has ended")
     files = scratch / "recorded"
     try:
         config_file = run.download(names.CONFIG_FILE, files)
@@ -379,7 +379,7 @@ def parent_and_children(uri: str, run_id: str
     """A sweep's or study's parent and its finished children, in the order they started; None
     for a run of another kind."""
     store = tracking.connect(uri)
-    record = tracking.Run(store, run_id).record()
+    record = tracking.Run(store, run_id).settled()
     if record.kind not in ("sweep", "study"):
         return None
     children = tracking.Experiment.by_id(store, record.experiment_id).children(run_id)

@@ -15,11 +15,12 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image, ImageSequence
 
-from annlab import tracking
+from annlab import names, tracking
 from annlab.paths import default_paths
 from annlab.pipeline import run_experiment
 from annlab.provenance import LOCK_FILE, file_hash, platform_info
 from annlab.reproducibility import compare_file
+from annlab.tracking.liveness import ProcessId
 from pipelines.docs import render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,7 +179,13 @@ def test_what_cannot_be_reproduced_is_refused_in_one_line(fast_spec, store_uri, 
     out = _reproduce(store_uri, result.run_id)
     assert out.returncode == 2 and "is still RUNNING" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
-    client.set_terminated(result.run_id)
+    me = ProcessId.current()  # now as if its writer had been SIGKILLed: closed, then compared
+    client.set_tag(result.run_id, names.PROCESS, str(ProcessId(me.host, me.boot, 2**22 + 1, "0")))
+    out = _reproduce(store_uri, result.run_id)
+    assert out.stderr.startswith(f"note: closed run {result.run_name} ({result.run_id}), left "
+                                 "RUNNING by a process that is gone, as KILLED"), out.stderr
+    assert out.returncode == 0 and "identical" in out.stdout, out.stdout + out.stderr
+    assert client.get_run(result.run_id).info.status == "KILLED"
 
     foreign = client.create_run(result.experiment_id).info.run_id
     out = _reproduce(store_uri, foreign)

@@ -40,11 +40,55 @@ def test_the_champion_moves_only_to_a_better_model_and_each_run_is_one_version(
     assert len(client.search_model_versions(f"name = '{seen[0].name}'")) == 4
 
 
-def test_a_run_without_a_model_is_refused_in_one_line(store_uri, experiment):
+def _dead_writer() -> dict[str, str]:
+    from annlab.tracking.liveness import ProcessId
+
+    me = ProcessId.current()
+    return {names.PROCESS: str(ProcessId(me.host, me.boot, 2**22 + 1, "0"))}  # no such pid
+
+
+@pytest.mark.parametrize("given, refusal", [
+    ("live", r"is still RUNNING \(its process is alive and writing it\); register it once"),
+    ("dead", r"ended KILLED; its process \(pid 4194305 .*\) ended without closing the run.* "
+             "before its model was logged: nothing to register"),
+    ("failed", "ended FAILED; diverged at epoch 3 before its model was logged"),
+    ("verdict", "is make reproduce's verdict on run abc: register that run"),
+    ("parent", "is a sweep's parent with no best run yet"),
+    ("foreign", "was not made by annlab"),
+])
+def test_a_run_that_has_no_model_to_register_is_said_in_one_line(store_uri, experiment,
+                                                                 given, refusal):
+    from annlab.tracking.liveness import writer_tags
+
     exp = tracking.open(store_uri, experiment)
-    run_id = MlflowClient(store_uri).create_run(exp.id, run_name="r").info.run_id
-    with pytest.raises(tracking.TrackingError, match="has no logged model to register"):
-        tracking.register(exp.store, run_id)
+    client = MlflowClient(store_uri)
+    trained = {names.CONFIG_HASH: "c0ffee"}
+    tags = {"live": {**trained, **writer_tags()}, "dead": {**trained, **_dead_writer()},
+            "failed": {**trained, names.FAILURE: "diverged at epoch 3"},
+            "verdict": {**trained, names.REPRODUCES: "abc"},
+            "parent": {names.SWEEP: "grid"}, "foreign": {}}[given]
+    run_id = client.create_run(exp.id, run_name="r", tags=tags).info.run_id
+    if given == "failed":
+        client.set_terminated(run_id, "FAILED")
+    with pytest.raises(tracking.TrackingError, match=refusal) as info:
+        tracking.register_given(exp.store, run_id)
+    assert "\n" not in str(info.value)
+    expected = {"live": "RUNNING", "dead": "KILLED", "failed": "FAILED"}.get(given, "RUNNING")
+    assert client.get_run(run_id).info.status == expected  # a dead writer's run is closed
+
+
+def test_a_parent_registers_its_best_run_of_each_dataset(store_uri, experiment):
+    exp = tracking.open(store_uri, experiment)
+    client = MlflowClient(store_uri)
+    best = {d: _run_with_a_model(store_uri, exp.id, d, v)
+            for d, v in [("moons", 0.02), ("circles", 0.01)]}
+    for run_id in best.values():
+        client.set_tag(run_id, names.CONFIG_HASH, "c0ffee")
+    parent = client.create_run(exp.id, run_name="sweep", tags={
+        names.SWEEP: "grid", f"{names.BEST_RUN}.moons": best["moons"],
+        f"{names.BEST_RUN}.circles": best["circles"]}).info.run_id
+    registered = tracking.register_given(exp.store, parent)
+    assert sorted(r.run_id for r in registered) == sorted(best.values())
     with pytest.raises(tracking.TrackingError, match="no model 'nope' with a 'champion'"):
         tracking.model_uri(exp.store, "nope")
 

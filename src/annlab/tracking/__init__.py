@@ -12,7 +12,13 @@ from __future__ import annotations
 import logging
 import os
 
-from annlab.tracking.registry import Registered, model_uri, register, serving_example
+from annlab.tracking.registry import (
+    Registered,
+    model_uri,
+    register,
+    register_given,
+    serving_example,
+)
 from annlab.tracking.runs import BEST_VIEW_STATE, Curves, Experiment, ModelMetric, Record, Run
 from annlab.tracking.store import (
     Store,
@@ -41,7 +47,8 @@ for _name, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
 
 __all__ = ["BEST_VIEW_STATE", "Curves", "Experiment", "ModelMetric", "Record", "Registered", "Run",
            "Store", "TrackingError", "connect", "file_lock", "first_line", "is_server",
-           "model_uri", "open", "register", "resolve_uri", "serving_example", "sqlite_path"]
+           "model_uri", "open", "register", "register_given", "resolve_uri",
+           "serving_example", "sqlite_path"]
 
 
 def connect(uri: str) -> Store:

@@ -16,6 +16,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 
 from annlab import names
+from annlab.names import Status
 from annlab.tracking.runs import Run
 from annlab.tracking.store import Store, TrackingError, first_line
 
@@ -49,14 +50,41 @@ def model_name(experiment: str, dataset: str) -> str:
     return f"{experiment}-{dataset.removeprefix('make_').removeprefix('load_')}"
 
 
-def register(store: Store, run_id: str) -> Registered:
+def register_given(store: Store, run_id: str) -> list[Registered]:
+    """`make register`: a trained run's model; a sweep's or a study's parent: its best run's
+    (each dataset's, for a grid over datasets). Anything else is one line saying what the run
+    is."""
+    record = Run(store, run_id).settled()
+    what = f"run {record.run_name} ({run_id})"
+    if record.kind == "verdict":
+        raise TrackingError(f"{what} is make reproduce's verdict on run "
+                            f"{record.tags[names.REPRODUCES]}: register that run")
+    if record.kind in ("sweep", "study"):
+        best = [v for k, v in sorted(record.tags.items())
+                if k == names.BEST_RUN or k.startswith(f"{names.BEST_RUN}.")]
+        if not best:
+            raise TrackingError(f"{what} is a {record.kind}'s parent with no best run yet "
+                                f"(status {record.status}); rerun the {record.kind} to finish it")
+        return [register(store, best_id) for best_id in best]
+    if record.kind == "other":
+        raise TrackingError(f"{what} was not made by annlab (it has no {names.CONFIG_HASH} "
+                            "tag); nothing to register")
+    return [register(store, run_id, record)]
+
+
+def register(store: Store, run_id: str, record=None) -> Registered:
     """Register the run's logged model (again: the version it has) and move the champion
     alias to it if it beats the champion."""
     client = store.client
-    record = Run(store, run_id).record()
+    record = record or Run(store, run_id).record()
     what = f"run {record.run_name} ({run_id})"
+    if record.status == Status.RUNNING:
+        raise TrackingError(f"{what} is still RUNNING (its process is alive and writing it); "
+                            "register it once it has ended")
     if not record.model_ids:
-        raise TrackingError(f"{what} has no logged model to register (it did not finish?)")
+        ended = f"; {record.failure}" if record.failure else ""
+        raise TrackingError(f"{what} ended {record.status}{ended} before its model was "
+                            "logged: nothing to register")
     try:
         name = model_name(client.get_experiment(record.experiment_id).name,
                           record.dataset_name or "model")

@@ -417,6 +417,18 @@ class Run:
         except MlflowException as err:
             raise TrackingError(f"no run with id {self.run_id!r} in {self.store.uri}") from err
 
+    def settled(self) -> Record:
+        """The run's record, once a run its process left RUNNING (killed, crashed, a machine
+        silent too long) is closed as KILLED, as opening the store closes such runs."""
+        record = self.record()
+        if record.status == Status.RUNNING and (
+                reason := liveness.abandoned(record.tags, time.time())) is not None:
+            self.end(Status.KILLED, reason)
+            print(f"note: closed run {record.run_name} ({self.run_id}), left RUNNING by a "
+                  f"process that is gone, as KILLED", file=sys.stderr)
+            record = self.record()
+        return record
+
     def log_batch(self, params: Mapping[str, object] | None = None,
                   tags: Mapping[str, object] | None = None,
                   metrics: list[Metric] | None = None) -> None:
