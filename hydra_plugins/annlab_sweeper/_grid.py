@@ -108,7 +108,7 @@ def sweep(sweeper, arguments: list[str]) -> list[Any]:
         return experiment.parent_run({names.SWEEP: name, names.SWEEP_GRID: grid.hash},
                                      parent_name, "pipelines/run.py",
                                      {names.SWEEP_SIZE: str(total),
-                                      names.DATASET: ", ".join(datasets)})
+                                      names.DATASET: ", ".join(datasets)}, exclusive=True)
 
     with multirun.launching(experiment, open_parent, parent_name, "sweep",
                             "finished configs are not run again") as (parent, resumed):

@@ -178,6 +178,39 @@ def _writer(uri, k, steps):
             run.log_history(history.iloc[chunk:chunk + 250])
 
 
+@pytest.mark.parametrize("when", ["together", "later", "resuming together"])
+def test_the_same_sweep_launched_twice_runs_each_config_once(tmp_path, uri, when):
+    """Two terminals, one grid: one launch runs it and the other says so and starts nothing;
+    no run of the live launch is closed."""
+    if when == "resuming together":  # both find the finished parent at once
+        assert _sweep(tmp_path / "first", uri).returncode == 0
+    first = _sweep(tmp_path / "a", uri, launcher="joblib", popen=True)
+    if when == "later":  # the first holds its parent, paused while the second starts
+        deadline = time.monotonic() + 120
+        while not _split(uri)[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            second = _sweep(tmp_path / "b", uri, launcher="joblib", popen=True)
+            second.wait(timeout=300)
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+    else:
+        second = _sweep(tmp_path / "b", uri, launcher="joblib", popen=True)
+    outs = {proc: proc.communicate(timeout=600) for proc in (first, second)}
+    codes = sorted(proc.returncode for proc in outs)
+    assert codes == [0, 1], outs
+    (refused,) = [err for proc, (_, err) in outs.items() if proc.returncode == 1]
+    assert refused.strip().splitlines()[-1].startswith("error: this sweep is running already:"
+                                                       " its parent sweep-grid-"), refused
+    assert "Traceback" not in refused
+    parents, kids = _split(uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(kids) == 4 and {k.info.status for k in kids} == {"FINISHED"}
+    assert len({k.data.tags["annlab.config_hash"] for k in kids}) == 4
+    assert all("annlab.failure" not in r.data.tags for r in parents + kids)
+
+
 def test_concurrent_writers_lose_no_metric_point(tmp_path, uri):
     experiment_id = tracking.open(uri, "annlab").id
     ctx = multiprocessing.get_context("spawn")

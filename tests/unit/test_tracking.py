@@ -1,5 +1,6 @@
 """The MLflow module: one-time store set-up, runs that always end, a dead server said fast."""
 
+import os
 import socket
 import time
 
@@ -228,3 +229,92 @@ def test_step_images_are_stored_as_mlflows_log_image_stores_them(store_uri, expe
           Image.open(fetch(theirs, their_files[thumb])) as reference):
         assert (mine.format, mine.size) == (reference.format, reference.size)
         assert mine.format == "WEBP"
+
+
+def _other_live_process() -> str:
+    """The writer id of a process that lives and is not this one nor started by it."""
+    from annlab.tracking.liveness import ProcessId, _started
+
+    me = ProcessId.current()
+    return str(ProcessId(me.host, me.boot, os.getppid(), _started(os.getppid())))
+
+
+def _dead_process() -> str:
+    from annlab.tracking.liveness import ProcessId
+
+    me = ProcessId.current()
+    return str(ProcessId(me.host, me.boot, 2**22 + 1, "0"))
+
+
+@pytest.mark.parametrize("writer, status, refused", [
+    ("other", "RUNNING", True), ("dead", "RUNNING", False), ("other", "FINISHED", False),
+    ("other", "KILLED", False)])
+def test_a_sweep_another_live_process_runs_is_refused_and_any_other_resumed(
+        store_uri, experiment, writer, status, refused):
+    exp = tracking.open(store_uri, experiment)
+    key = {names.SWEEP: "grid", names.SWEEP_GRID: "g1"}
+    parent, resumed = exp.parent_run(key, "sweep-g1", "pipelines/run.py", exclusive=True)
+    assert not resumed
+    client = MlflowClient(store_uri)
+    client.set_tag(parent.run_id, names.PROCESS,
+                   _other_live_process() if writer == "other" else _dead_process())
+    client.update_run(parent.run_id, status=status)
+    if refused:
+        with pytest.raises(tracking.runs.AlreadyRunning, match=(
+                rf"its parent sweep-g1 \({parent.run_id}\) is written by process "
+                rf"{os.getppid()} on .*; nothing was started here")):
+            exp.parent_run(key, "sweep-g1", "pipelines/run.py", exclusive=True)
+        assert client.get_run(parent.run_id).info.status == "RUNNING"
+    else:
+        again, resumed = exp.parent_run(key, "sweep-g1", "pipelines/run.py", exclusive=True)
+        assert resumed and again.run_id == parent.run_id
+        assert client.get_run(parent.run_id).info.status == "RUNNING"
+    # a study's parent is shared by its workers: never refused
+    study = {names.STUDY: "s", names.STUDY_STORAGE: "x"}
+    first, _ = exp.parent_run(study, "study-s", "pipelines/run.py")
+    client.set_tag(first.run_id, names.PROCESS, _other_live_process())
+    assert exp.parent_run(study, "study-s", "pipelines/run.py")[0].run_id == first.run_id
+
+
+def test_two_sweeps_that_made_their_parents_at_once_leave_one(store_uri, experiment,
+                                                              monkeypatch):
+    exp = tracking.open(store_uri, experiment)
+    client = MlflowClient(store_uri)
+    key = {names.SWEEP: "grid", names.SWEEP_GRID: "g2"}
+    # the other launch's parent, made first, which this launch's first look did not see yet
+    theirs = client.create_run(exp.id, run_name="sweep-g2", start_time=int(time.time() * 1000)
+                               - 1000, tags={**key, names.PROCESS: _other_live_process()})
+    search, looks = exp.search, []
+
+    def late(query):  # the first look misses their parent
+        looks.append(query)
+        return [] if len(looks) == 1 else search(query)
+
+    monkeypatch.setattr(exp, "search", late)
+    with pytest.raises(tracking.runs.AlreadyRunning, match=theirs.info.run_id):
+        exp.parent_run(key, "sweep-g2", "pipelines/run.py", exclusive=True)
+    assert len(looks) == 2  # refused by the second look, after making its own parent
+    live = search(f"tags.`{names.SWEEP_GRID}` = 'g2'")
+    assert [r.run_id for r in live] == [theirs.info.run_id]  # ours was deleted
+    # the one that made its parent first goes on, whoever looks second
+    client.set_tag(theirs.info.run_id, names.PROCESS, _dead_process())
+    client.set_terminated(theirs.info.run_id, "KILLED")
+    mine, resumed = exp.parent_run(key, "sweep-g2", "pipelines/run.py", exclusive=True)
+    assert resumed and mine.run_id == theirs.info.run_id
+
+
+def test_a_stopped_launch_closes_its_own_and_dead_children_only(store_uri, experiment):
+    from annlab.tracking.liveness import writer_tags
+
+    exp = tracking.open(store_uri, experiment)
+    client = MlflowClient(store_uri)
+    parent = client.create_run(exp.id, run_name="p").info.run_id
+    writers = {"mine": writer_tags()[names.PROCESS], "dead": _dead_process(),
+               "other's": _other_live_process()}
+    ids = {who: client.create_run(exp.id, run_name=who, tags={
+        names.PARENT_RUN: parent, names.PROCESS: writer}).info.run_id
+        for who, writer in writers.items()}
+    closed = exp.close_stale_children(parent, "interrupted (Ctrl-C)")
+    assert sorted(r.run_name for r in closed) == ["dead", "mine"]
+    status = {who: client.get_run(i).info.status for who, i in ids.items()}
+    assert status == {"mine": "KILLED", "dead": "KILLED", "other's": "RUNNING"}

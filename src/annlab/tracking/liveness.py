@@ -70,6 +70,22 @@ def _started(pid: int) -> str:
     return stat.rsplit(")", 1)[-1].split()[19] if stat else ""
 
 
+def written_here(tags: dict[str, str]) -> bool:
+    """Whether the run's writer is this process or one it started (a job's worker)."""
+    writer = ProcessId.parse(tags.get(names.PROCESS, ""))
+    if writer is None or not writer.alive():
+        return False
+    pid = writer.pid
+    while pid > 1:
+        if pid == os.getpid():
+            return True
+        try:
+            pid = int(_read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[1])  # its parent
+        except (IndexError, ValueError):
+            return False
+    return False
+
+
 def writer_tags() -> dict[str, str]:
     """Tags naming this process as a run's writer, its heartbeat renewed now."""
     return {names.PROCESS: str(ProcessId.current()), names.HEARTBEAT: str(int(time.time()))}

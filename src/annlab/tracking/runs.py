@@ -322,34 +322,87 @@ class Experiment:
         return dead
 
     def parent_run(self, key: Mapping[str, str], run_name: str, entry_point: str,
-                   tags: Mapping[str, str] | None = None) -> tuple[Run, bool]:
+                   tags: Mapping[str, str] | None = None, exclusive: bool = False
+                   ) -> tuple[Run, bool]:
         """A sweep's or a study's parent run: the latest top-level run whose tags match
         ``key`` (resumed: set RUNNING again, its failure cleared), else a new one with ``key``
-        and ``tags``, its source ``entry_point``. Returns (run, resumed)."""
+        and ``tags``, its source ``entry_point``. Returns (run, resumed).
+
+        ``exclusive`` (a sweep: its configs are not shared out between launches): refused with
+        :class:`AlreadyRunning` while another live process writes such a parent, also when two
+        launches open it at the same moment (see :meth:`_claim`)."""
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in key.items())
         found = [r for r in self.search(query) if r.parent_run_id is None]
         client = self.store.client
         if found:
             latest = max(found, key=lambda r: r.start_time)
+            if exclusive:
+                self._refuse_if_owned(latest)
             parent = Run(self.store, latest.run_id)
             parent.resume()
-            return parent, True
-        source = {names.SOURCE_NAME: entry_point, names.SOURCE_TYPE: "LOCAL",
-                  names.USER: user(), names.GIT_COMMIT: git_state().commit}
-        all_tags = {**key, **(tags or {}), **source, **liveness.writer_tags()}
-        info = client.create_run(self.id, run_name=run_name, tags={
-            k: str(v) for k, v in all_tags.items() if v is not None}).info
-        return Run(self.store, info.run_id), False
+        else:
+            source = {names.SOURCE_NAME: entry_point, names.SOURCE_TYPE: "LOCAL",
+                      names.USER: user(), names.GIT_COMMIT: git_state().commit}
+            all_tags = {**key, **(tags or {}), **source, **liveness.writer_tags()}
+            parent = Run(self.store, client.create_run(self.id, run_name=run_name, tags={
+                k: str(v) for k, v in all_tags.items() if v is not None}).info.run_id)
+        if exclusive:
+            self._claim(parent, bool(found), query)
+        return parent, bool(found)
+
+    @staticmethod
+    def _refuse_if_owned(record: Record) -> None:
+        """Refuse a parent that another live process writes."""
+        me = str(liveness.ProcessId.current())
+        if (record.status == Status.RUNNING and record.tags.get(names.PROCESS) != me
+                and liveness.abandoned(record.tags, time.time()) is None):
+            raise AlreadyRunning(record)
+
+    def _claim(self, parent: Run, resumed: bool, query: str) -> None:
+        """Two launches that opened the same parent at once (both resumed it) or two parents
+        for one grid (both found none): the parent that started first and, on it, the last
+        process that resumed it go on; the other launch refuses, deleting the parent it made.
+        A resumed parent is looked at again after CLAIM_SECONDS, so that a launch that found
+        it a moment after this one did has written its claim by then."""
+        if resumed:
+            time.sleep(CLAIM_SECONDS)
+        now = time.time()
+        live = [r for r in self.search(query) if r.parent_run_id is None
+                and r.status == Status.RUNNING and liveness.abandoned(r.tags, now) is None]
+        owner = min(live, key=lambda r: (r.start_time, r.run_id), default=None)
+        if owner is not None and owner.tags.get(names.PROCESS) != str(
+                liveness.ProcessId.current()):
+            if not resumed:
+                self.store.client.delete_run(parent.run_id)
+            raise AlreadyRunning(owner)
 
     def children(self, parent_run_id: str) -> list[Record]:
         return self.search(f"tags.`{names.PARENT_RUN}` = '{parent_run_id}'")
 
     def close_stale_children(self, parent_run_id: str, reason: str) -> list[Record]:
-        """End every child still RUNNING (its worker died or was interrupted) as KILLED."""
-        stale = [r for r in self.children(parent_run_id) if r.status == Status.RUNNING]
+        """End as KILLED every child still RUNNING that this process's jobs wrote (their
+        workers are being stopped with it) or whose writer is gone; a child another live
+        process writes (a study's other worker) is left to it."""
+        now = time.time()
+        stale = [r for r in self.children(parent_run_id) if r.status == Status.RUNNING and (
+            liveness.written_here(r.tags) or liveness.abandoned(r.tags, now) is not None)]
         for record in stale:
             Run(self.store, record.run_id).end(Status.KILLED, reason)
         return stale
+
+
+CLAIM_SECONDS = 0.5  # how long a resumed sweep waits before it looks for a launch beside it
+
+
+class AlreadyRunning(TrackingError):
+    """A sweep another live process is running: launched twice."""
+
+    def __init__(self, owner: Record):
+        writer = liveness.ProcessId.parse(owner.tags.get(names.PROCESS, ""))
+        who = f"process {writer.pid} on {writer.host}" if writer else "another process"
+        super().__init__(f"this sweep is running already: its parent {owner.run_name} "
+                         f"({owner.run_id}) is written by {who}; nothing was started here. "
+                         "Wait for it to end, or stop it, then rerun to run what is left")
 
 
 FLUSH_SECONDS = 5.0  # how often a training run's new curve points are sent
