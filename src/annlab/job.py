@@ -10,7 +10,7 @@ from typing import Any
 
 from annlab import collector, study, tracking
 from annlab.names import Status
-from annlab.pipeline import run_experiment
+from annlab.pipeline import ParentClosed, run_experiment
 from annlab.spec import RunSpec
 
 
@@ -20,6 +20,8 @@ def run(spec: RunSpec, overrides: list[str], out_dir: Path) -> dict[str, Any]:
     try:
         stop = study.Reporter(spec.tune) if spec.trial else None
         result = run_experiment(spec, overrides, out_dir, stop=stop, job=True)
+    except ParentClosed:  # queued before a Ctrl-C: its launching process says so
+        return {"status": Status.KILLED}
     except Exception as err:  # recorded as FAILED by the run itself; the sweep goes on
         if isinstance(err, tracking.TrackingError):  # the store may not know: say it here
             print(f"{spec.name} FAILED {err}", flush=True)

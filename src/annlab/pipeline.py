@@ -140,6 +140,10 @@ class RunResult:
     val_curve: list[float] | None = None  # per-epoch validation misclassification
 
 
+class ParentClosed(tracking.TrackingError):
+    """A job whose sweep or study stopped before it started."""
+
+
 def run_experiment(spec: RunSpec, overrides: Sequence[str], out_dir: Path,
                    entry_point: str = "pipelines/run.py", stop=None, watch=None,
                    job: bool = False) -> RunResult:
@@ -155,6 +159,8 @@ def run_experiment(spec: RunSpec, overrides: Sequence[str], out_dir: Path,
     experiment = tracking.open(uri, spec.tracking.experiment, job=job)
     if parent is not None and not job:
         experiment.check_parent(parent)
+    elif parent is not None and not experiment.parent_open(parent):
+        raise ParentClosed(f"{spec.name} not started: its sweep or study has stopped")
     tags = {names.DATASET: spec.data.label}
     if spec.tune is not None and spec.tune.trial is not None:
         tags |= {names.STUDY: spec.tune.study, names.TRIAL: spec.tune.trial}

@@ -147,23 +147,32 @@ def test_resume_after_sigterm_runs_only_the_missing_configs(tmp_path, uri, sigte
     assert out.stdout.count("already done") == len(done_before)
 
 
-def test_ctrl_c_closes_every_run_and_prints_a_line_per_run_no_traceback(tmp_path, uri):
+@pytest.mark.parametrize("when", ["starting", "training"])
+def test_ctrl_c_closes_every_run_and_prints_a_line_per_run_no_traceback(tmp_path, uri, when):
     proc = _sweep(tmp_path, uri, "train.epochs=200000", launcher="joblib", popen=True,
                   start_new_session=True)  # its own process group, as a terminal's job
     try:
-        deadline = time.monotonic() + 180
-        while len(_split(uri)[1]) < 2 and time.monotonic() < deadline:
-            time.sleep(0.3)
+        if when == "training":
+            deadline = time.monotonic() + 180
+            while len(_split(uri)[1]) < 2 and time.monotonic() < deadline:
+                time.sleep(0.3)
         time.sleep(1.0)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole group
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    parents, kids = _split(uri)
-    assert all(r.info.status == "KILLED" for r in parents + kids)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
     lines = stderr.strip().splitlines()
+    before = _split(uri)
+    time.sleep(3)  # a job queued before the signal would have started by now
+    parents, kids = after = _split(uri)
+    assert [[r.info.run_id for r in side] for side in before] == [
+        [r.info.run_id for r in side] for side in after]
+    assert all(r.info.status == "KILLED" for r in parents + kids)
+    if when == "starting":  # before anything was recorded: the one line
+        assert lines == ["interrupted (Ctrl-C)"] and not parents, stderr
+        return
     assert lines[-1].startswith("rerun the same command to resume")
     assert lines[0] == "interrupted (Ctrl-C): closed as KILLED:"
     for run in parents + kids:  # a line for each run, whichever process closed it

@@ -128,3 +128,21 @@ def test_a_parent_given_by_hand_must_be_a_run_of_the_experiment(fast_spec, store
                                           f"id of a run in experiment '{experiment}'"):
         pipeline.run_experiment(fast_spec(f"tracking.parent_run_id={parent}"), [], tmp_path)
     assert MlflowClient(store_uri).search_runs([exp.id]) == []  # no run was made
+
+
+@pytest.mark.parametrize("status", ["KILLED", "FINISHED", "FAILED"])
+def test_a_job_whose_sweep_has_stopped_does_not_start(fast_spec, store_uri, experiment,
+                                                      tmp_path, status):
+    from mlflow.tracking import MlflowClient
+
+    from annlab import job, tracking
+
+    exp = tracking.open(store_uri, experiment)
+    client = MlflowClient(store_uri)
+    parent = client.create_run(exp.id, run_name="sweep").info.run_id
+    client.set_terminated(parent, status)  # Ctrl-C closed it while this job was queued
+    spec = fast_spec(f"tracking.parent_run_id={parent}")
+    with pytest.raises(pipeline.ParentClosed, match=f"{spec.name} not started"):
+        pipeline.run_experiment(spec, [], tmp_path, job=True)
+    assert job.run(spec, [], tmp_path) == {"status": "KILLED"}
+    assert [r.info.run_id for r in client.search_runs([exp.id])] == [parent]

@@ -220,6 +220,11 @@ class Experiment:
             raise TrackingError(f"no experiment with id {experiment_id!r} in {store.uri}"
                                 ) from err
 
+    def parent_open(self, run_id: str) -> bool:
+        """Whether a job's parent still runs: a sweep stopped (Ctrl-C) closes it, and a job its
+        launcher had queued must not start after that."""
+        return self.store.client.get_run(run_id).info.status == Status.RUNNING
+
     def check_parent(self, run_id: str) -> None:
         """``tracking.parent_run_id`` given by hand names a run of this experiment."""
         from annlab.config import ConfigError
