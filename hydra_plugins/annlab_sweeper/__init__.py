@@ -70,11 +70,15 @@ class GridSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from annlab.errors import reported
 
+        return reported(self._start)(arguments)
+
+    def _start(self, arguments: list[str]) -> Any:
         from . import _workers
 
+        _workers.check(self.config)
         # First: the workers' server imports beside this process's own checks.
         self.workers_ready = _workers.start(self.config)
-        return reported(self.run)(arguments)
+        return self.run(arguments)
 
     def run(self, arguments: list[str]) -> Any:
         from . import _grid

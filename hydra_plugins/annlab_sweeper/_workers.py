@@ -36,6 +36,19 @@ PRELOAD = ["pipelines", "hydra", "annlab.job", "mlflow.pyfunc",
            "PIL.WebPImagePlugin", "pyarrow.pandas_compat"]
 
 
+def check(config: DictConfig) -> None:
+    """The joblib launcher's ``n_jobs`` is a count joblib takes, refused before anything runs."""
+    launcher = OmegaConf.select(config, "hydra.launcher", default=None)
+    if launcher is None or not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+        return
+    n_jobs = launcher.get("n_jobs")
+    if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0):
+        from annlab.config import ConfigError
+
+        raise ConfigError("hydra.launcher.n_jobs", n_jobs, "a number of worker processes "
+                          "(1, 2, ...), or -1 for one per core (-2: all but one, ...)")
+
+
 def workers(config: DictConfig) -> int | None:
     """The worker processes the joblib launcher runs (joblib's count for its ``n_jobs``: -1 is
     every core), or None under another launcher."""

@@ -95,3 +95,23 @@ def test_the_progress_poll_asks_only_for_children_that_ended(store_uri, experime
     assert [line.split()[1] for line in out] == ["a", "b"]
     assert all("attributes.end_time >=" in q for q in asked) and len(asked) < 20
     parent.end("FINISHED")
+
+
+@pytest.mark.parametrize("n_jobs, refused", [(0, True), (1.5, True), (-1, False), (2, False),
+                                             (None, False)])
+def test_the_joblib_launchers_worker_count_is_checked_before_anything_runs(n_jobs, refused):
+    from omegaconf import OmegaConf
+
+    from annlab.config import ConfigError
+    from hydra_plugins.annlab_sweeper import _workers
+
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    config = OmegaConf.create({"hydra": {"launcher": {"_target_": joblib, "n_jobs": n_jobs}}})
+    if refused:
+        with pytest.raises(ConfigError, match=rf"hydra.launcher.n_jobs={n_jobs}; allowed: a "
+                                              "number of worker processes"):
+            _workers.check(config)
+    else:
+        _workers.check(config)
+    basic = OmegaConf.create({"hydra": {"launcher": {"_target_": "BasicLauncher"}}})
+    _workers.check(basic)  # no workers to count
