@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -23,22 +24,32 @@ from omegaconf import DictConfig, open_dict
 from annlab.errors import InvalidGrid
 
 
-def expand(arguments: list[str]) -> tuple[list[list[str]], dict[str, list[str]]]:
+def expand(arguments: list[str], limit: int | None = None
+           ) -> tuple[list[list[str]], dict[str, list[str]]]:
     """Each job's overrides: the product of every comma-separated value list (a key given twice
     keeps its last value, so the command line replaces the sweep config's grid); and the swept
-    keys with their values."""
+    keys with their values. More than ``limit`` points are refused, counted before any is
+    made (``range(1,100000000)`` is not listed)."""
     axes: dict[str, list[str]] = {}
     for override in OverridesParser.create().parse_overrides(arguments):
         key = override.get_key_element()
         if not override.is_sweep_override():
             axes[key] = [f"{key}={override.get_value_element_as_str()}"]
         elif override.is_discrete_sweep():
-            axes[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            values = override.sweep_string_iterator()
+            axes[key] = [f"{key}={value}" for value in itertools.islice(
+                values, None if limit is None else limit + 1)]
         else:
             raise InvalidGrid(f"{override.input_line}: a grid sweeps lists of values "
                               "(key=a,b,c or range(...)), not intervals")
     swept = {key: [o.split("=", 1)[1] for o in values] for key, values in axes.items()
              if len(values) > 1}
+    if limit is not None and (size := math.prod(map(len, axes.values()))) > limit:
+        shown = " x ".join(f"{len(v):,}{'+' if len(v) > limit else ''} {k}"
+                           for k, v in swept.items())
+        raise InvalidGrid(f"the grid has {'over ' if '+' in shown else ''}{size:,} points "
+                          f"({shown}); allowed: at most {limit:,} in one sweep: split it, or "
+                          "search the space with make tune")
     return [list(point) for point in itertools.product(*axes.values())], swept
 
 

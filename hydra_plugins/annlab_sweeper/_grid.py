@@ -58,12 +58,7 @@ class Grid:
 def plan(sweeper, arguments: list[str]) -> Grid:
     """Every point of the grid, composed, checked and resolved; raises before anything is
     created."""
-    points, swept = expand(arguments)
-    if len(points) > MAX_POINTS:
-        axes = " x ".join(f"{len(values)} {key}" for key, values in swept.items())
-        raise InvalidGrid(f"the grid has {len(points):,} points ({axes}); allowed: at most "
-                          f"{MAX_POINTS:,} in one sweep: split it, or search the space with "
-                          "make tune")
+    points, swept = expand(arguments, MAX_POINTS)
     configs = sweeper.compose_all([[], *points])  # the default config, first, names the runs
     baseline = resolve(_without_paths(next(configs)))
     specs = [resolve(_without_paths(cfg), baseline) for cfg in configs]

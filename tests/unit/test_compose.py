@@ -99,3 +99,16 @@ def test_a_bad_override_fails_as_hydra_fails_it(loader_and_master, point):
     with pytest.raises(ConfigCompositionException) as fast:
         list(compose_jobs(loader, master, [["seed=1"], point]))
     assert str(fast.value) == str(full.value)
+
+
+@pytest.mark.parametrize("arguments, refusal", [
+    (["a=range(1,100000000)", "b=1,2"], r"over 20,002 points \(10,001\+ a x 2 b\)"),
+    (["a=range(0,101)", "b=range(0,100)"], r"10,100 points \(101 a x 100 b\)"),
+])
+def test_a_grid_beyond_its_limit_is_refused_before_its_points_are_made(arguments, refusal):
+    from annlab.errors import InvalidGrid
+
+    with pytest.raises(InvalidGrid, match=f"the grid has {refusal}; allowed: at most 10,000"):
+        expand(arguments, 10_000)
+    points, swept = expand(["a=range(0,100)", "b=range(0,100)"], 10_000)  # at the limit
+    assert len(points) == 10_000 and list(swept) == ["a", "b"]
