@@ -73,11 +73,13 @@ def holds_mlflow(names: set[str]) -> bool:
 
 
 def check_mlflow_or_empty(url: str, key: str) -> set[str]:
-    """The tables of a database MLflow is to use as its store: none yet, or MLflow's. Any
-    other (an Optuna storage, an application's database) is refused before MLflow writes its
-    tables into it."""
+    """The tables of a database MLflow is to use as its store: none yet, or MLflow's (all of
+    them, or some while MLflow makes them). Any other (an Optuna storage, an application's
+    database) is refused before MLflow writes its tables into it."""
     names = tables(url, key)
-    if names and not holds_mlflow(names):
+    ours = names & MLFLOW_TABLES - {"alembic_version"} or any(
+        name.startswith("_alembic_tmp_") for name in names)
+    if names and (not ours or {"studies", "trials"} <= names):
         whose = ("an Optuna study storage" if {"studies", "trials"} <= names else
                  "tables that are not MLflow's: " + ", ".join(sorted(names)[:5]) +
                  (", ..." if len(names) > 5 else ""))

@@ -192,3 +192,23 @@ def test_a_directory_that_cannot_be_made_is_one_line_before_anything_runs(tmp_pa
     assert line.startswith(f"error: invalid config: {key}='{shown}"), line
     assert "allowed: a directory annlab can create and write in" in line
     assert not (tmp_path / "mlflow.db").exists()  # no store, no run
+
+
+@pytest.mark.parametrize("after", [0.0, 0.05, 0.3])
+def test_a_store_another_mlflow_client_is_creating_is_waited_for(tmp_path, after):
+    """The UI or a notebook creating the store in place runs its migrations one by one; annlab
+    opening it meanwhile waits for them instead of migrating beside them."""
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    other = subprocess.Popen([sys.executable, "-c", "from mlflow.tracking import MlflowClient; "
+                              f"MlflowClient({uri!r}).search_experiments()"],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        while not db.exists() and other.poll() is None:
+            time.sleep(0.002)
+        time.sleep(after)
+        experiment = tracking.open(uri, "annlab")
+    finally:
+        _, err = other.communicate(timeout=120)
+    assert other.returncode == 0, err
+    assert MlflowClient(uri).get_experiment(experiment.id).name == "annlab"

@@ -318,3 +318,20 @@ def test_a_stopped_launch_closes_its_own_and_dead_children_only(store_uri, exper
     assert sorted(r.run_name for r in closed) == ["dead", "mine"]
     status = {who: client.get_run(i).info.status for who, i in ids.items()}
     assert status == {"mine": "KILLED", "dead": "KILLED", "other's": "RUNNING"}
+
+
+def test_a_store_of_an_older_mlflow_is_one_line_after_a_short_look(tmp_path, monkeypatch):
+    import shutil
+    import sqlite3
+
+    from annlab.tracking import store
+
+    monkeypatch.setattr(store, "SCHEMA_STILL_SECONDS", 0.3)
+    db = tmp_path / "old.db"
+    shutil.copyfile(store._empty_store(), db)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE alembic_version SET version_num = 'c3d9e7f1a2b4'")
+    with pytest.raises(tracking.TrackingError, match="out-of-date database schema .*mlflow "
+                                                     "db upgrade") as info:
+        tracking.open(f"sqlite:///{db}", "annlab")
+    assert "\n" not in str(info.value)

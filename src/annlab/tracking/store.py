@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import time
 from contextlib import closing
 from functools import cache
 from pathlib import Path
@@ -23,6 +24,8 @@ from annlab import databases
 from annlab.errors import AnnlabError
 from annlab.paths import tracking_uri
 
+SCHEMA_WAIT_SECONDS = 60  # for another client's migrations of a store it is creating
+SCHEMA_STILL_SECONDS = 3  # a schema unchanged this long is no one's migration under way
 file_lock = ExclusiveFileLock  # MLflow's flock-based lock, for other stores' first creation
 STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 
@@ -147,6 +150,45 @@ def _copy_empty_store(tmp: Path, db: Path) -> None:
                     ((db.parent / "mlartifacts").as_uri(),))
 
 
+def _schema(db: Path) -> tuple[frozenset[str], str | None] | None:
+    """The store's tables and its schema's alembic version; None while it cannot be read."""
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
+            tables = frozenset(r[0] for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"))
+            version = (con.execute("SELECT version_num FROM alembic_version").fetchone()
+                       if "alembic_version" in tables else None)
+            return tables, version[0] if version else None
+    except sqlite3.Error:
+        return None
+
+
+@cache
+def _head() -> str | None:
+    """The schema version this MLflow makes (its empty store's)."""
+    return (_schema(_empty_store()) or (frozenset(), None))[1]
+
+
+def _wait_while_made_elsewhere(db: Path) -> None:
+    """Another MLflow client (the UI, a notebook) creating or upgrading the store in place
+    runs its migrations one by one: a second client migrating beside it breaks both. Wait
+    while the schema is short of this MLflow's and still changing (or cannot be read), for
+    SCHEMA_WAIT_SECONDS at most; a schema that stays as it is goes on to be judged."""
+    deadline, seen, since = time.monotonic() + SCHEMA_WAIT_SECONDS, None, time.monotonic()
+    while (state := _schema(db)) is None or state[1] != _head() or any(
+            t.startswith("_alembic_tmp_") for t in state[0]):
+        now = time.monotonic()
+        if state != seen:
+            seen, since = state, now
+        elif state is not None and now - since > SCHEMA_STILL_SECONDS:
+            return
+        if now > deadline:
+            raise TrackingError(f"tracking store {db} is still being created or upgraded by "
+                                f"another program after {SCHEMA_WAIT_SECONDS} s; try again "
+                                "once it has finished")
+        time.sleep(0.2)
+
+
 def _open_sqlite(db: Path, uri: str) -> None:
     """Create a new store whole or not at all; refuse, in seconds, a file that is no store.
 
@@ -161,6 +203,7 @@ def _open_sqlite(db: Path, uri: str) -> None:
     except (OSError, MlflowException, SQLAlchemyError) as err:
         raise TrackingError(f"cannot create the tracking store {db}: {first_line(err)}"
                             ) from err
+    _wait_while_made_elsewhere(db)
     try:
         databases.check_mlflow_or_empty(uri, "tracking URI")
     except databases.DatabaseError as err:
@@ -188,7 +231,10 @@ class Store:
             _open_sqlite(db, uri)
         elif urlparse(uri).scheme != "databricks":
             _check_database(uri)
-        self.client = _client(uri)
+        try:
+            self.client = _client(uri)
+        except (MlflowException, SQLAlchemyError) as err:  # e.g. a schema of an older MLflow
+            raise TrackingError(f"tracking store {uri}: {first_line(err)}") from err
 
     def check_reachable(self, consequence: str, cause: BaseException | None = None,
                         patient: bool = False) -> None:
