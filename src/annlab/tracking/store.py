@@ -159,8 +159,10 @@ def _schema(db: Path) -> tuple[frozenset[str], str | None] | None:
             version = (con.execute("SELECT version_num FROM alembic_version").fetchone()
                        if "alembic_version" in tables else None)
             return tables, version[0] if version else None
-    except sqlite3.Error:
-        return None
+    except sqlite3.OperationalError as err:  # locked by a writer now, or not there
+        if "locked" in str(err):
+            return None
+        raise
 
 
 @cache
@@ -175,8 +177,18 @@ def _wait_while_made_elsewhere(db: Path) -> None:
     while the schema is short of this MLflow's and still changing (or cannot be read), for
     SCHEMA_WAIT_SECONDS at most; a schema that stays as it is goes on to be judged."""
     deadline, seen, since = time.monotonic() + SCHEMA_WAIT_SECONDS, None, time.monotonic()
-    while (state := _schema(db)) is None or state[1] != _head() or any(
-            t.startswith("_alembic_tmp_") for t in state[0]):
+    while True:
+        try:
+            state = _schema(db)
+        except sqlite3.Error:  # no database at all: judged next
+            return
+        if state is not None:
+            tables, version = state
+            making = any(t.startswith("_alembic_tmp_") for t in tables)
+            if (version == _head() and not making) or (  # done, or another program's tables
+                    tables and not making and not tables & databases.MLFLOW_TABLES - {
+                        "alembic_version"}):
+                return
         now = time.monotonic()
         if state != seen:
             seen, since = state, now
