@@ -181,6 +181,8 @@ def test_a_run_and_a_sweep_log_through_the_server_into_postgresql(
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert_every_point_once(client, child.info.run_id, 10)
+    assert parent.data.metrics["val_misclassification"] == min(
+        c.data.metrics["val_misclassification"] for c in children)
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "figures")} == {
         "figures/val_misclassification_heatmaps.png", "figures/val_curves.png",
         "figures/boundaries.png"}
@@ -202,6 +204,7 @@ def test_a_run_and_a_sweep_log_through_the_server_into_postgresql(
             (ids + [result.run_id], list(CURVES))).fetchall()
     expected = {(i, key, n, n) for i, n in [(result.run_id, 12), *((c, 10) for c in ids[1:])]
                 for key in CURVES}
+    expected.add((parent.info.run_id, "val_misclassification", 1, 1))  # its best child's
     assert set(points) == expected
     assert_loopback_only(server.pids() | postgres.pids())
 

@@ -5,6 +5,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from annlab import multirun, names, tracking
+from annlab.tracking import liveness
 from annlab.errors import Stopped, Unfinished
 
 
@@ -19,7 +20,8 @@ def test_a_sweep_stopped_early_closes_what_it_left_running_and_says_how_to_resum
     exp = tracking.open(store_uri, experiment)
     client = MlflowClient(store_uri)
     with pytest.raises(Stopped) as info, _launching(exp) as (parent, resumed):
-        job = client.create_run(exp.id, run_name="job", tags={names.PARENT_RUN: parent.run_id})
+        job = client.create_run(exp.id, run_name="job", tags={names.PARENT_RUN: parent.run_id,
+                                                              **liveness.writer_tags()})
         raise KeyboardInterrupt  # as a Ctrl-C arrives while the jobs run
     assert not resumed
     lines = str(info.value).splitlines()
