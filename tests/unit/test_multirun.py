@@ -5,8 +5,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from annlab import multirun, names, tracking
-from annlab.tracking import liveness
 from annlab.errors import Stopped, Unfinished
+from annlab.tracking import liveness
 
 
 def _launching(exp, **kw):
