@@ -3,11 +3,12 @@ a command run as a user runs it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROWS: list[tuple[str, str, str, str, str]] = []  # benchmark, annlab, baseline, value, target
@@ -68,22 +69,29 @@ def cli(*args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
 
 
 def measured(*args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
-              without: str = "") -> tuple[float, float]:
-    """(wall seconds, peak resident MB) of ``python -m pipelines.run <args>``."""
+              without: str = "", started: Callable[[int], object] | None = None,
+              entry: list[str] | None = None) -> tuple[float, float]:
+    """(wall seconds, peak resident MB) of ``python -m pipelines.run <args>`` (or of
+    ``python <entry> <args>``); ``started(pid)`` is called as soon as it runs. The peak is
+    wait4's: the process's own, or a descendant's that it waited for if that was higher."""
     import subprocess
 
-    entry = [str(REPO / "bench" / "without.py"), without] if without else ["-m", "pipelines.run"]
+    if entry is None:
+        entry = ([str(REPO / "bench" / "without.py"), without] if without
+                 else ["-m", "pipelines.run"])
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([*prefix, sys.executable, *entry, *args],
                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, text=True,
                                 env=env)
+        if started is not None:
+            started(proc.pid)
         _, status, usage = os.wait4(proc.pid, 0)  # this process's own peak, not its parent's
         wall = time.perf_counter() - start
         if os.waitstatus_to_exitcode(status) != 0:
             err.seek(0)
-            sys.exit(f"`pipelines.run {' '.join(args)}` failed:\n{err.read()[-3000:]}")
+            sys.exit(f"`{' '.join(entry)} {' '.join(args)}` failed:\n{err.read()[-3000:]}")
     return wall, usage.ru_maxrss / 1024
 
 
@@ -116,3 +124,27 @@ def wait_idle(limit: float, deadline: float) -> float:
         print(f"load {load:.2f} > {limit}: waiting for an idle machine", flush=True)
         time.sleep(15)
     return load
+
+
+@contextlib.contextmanager
+def grid_planner() -> Iterator[tuple[Callable[[list[str]], object], list[str], object]]:
+    """What a sweep's launching process plans a grid with: ``plan(arguments)`` (annlab's
+    sweeper composing each point as its launcher will), the default sweep's axes as overrides,
+    and Hydra's config loader and composed sweep config."""
+    from types import SimpleNamespace
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import pipelines  # noqa: F401  (the schema)
+    from hydra_plugins.annlab_sweeper._compose import compose_jobs
+    from hydra_plugins.annlab_sweeper._grid import plan
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = compose(config_name="config", overrides=["sweep=default"],
+                         return_hydra_config=True)
+        sweeper = SimpleNamespace(compose_all=lambda pts: compose_jobs(loader, master, pts))
+        line = [f"{k}={v}" for k, v in master.hydra.sweeper.params.items()]
+        yield (lambda arguments: plan(sweeper, [*arguments, "sweep=default"])), line, \
+            (loader, master)

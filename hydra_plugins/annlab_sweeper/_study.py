@@ -20,7 +20,8 @@ from ._compose import expand
 
 
 def parallel(config: DictConfig) -> int:
-    """Trials to run at once: the launcher's n_jobs (all cores for -1), else one per core."""
+    """Trials to run at once, the study's batch: the launcher's n_jobs (all cores for -1),
+    else one per core. The same seed and batch give the same study (:mod:`annlab.study`)."""
     n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
     if n_jobs is not None and n_jobs > 0:
         return int(n_jobs)

@@ -159,7 +159,7 @@ DATA_RULES = {rule.key.removeprefix("data."): rule for rule in (
 
 # `make tune`'s settings (conf/tune/); a searched key's range is checked against its own rule.
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "successive_halving")
+PRUNERS = ("threshold", "median", "successive_halving", "none")
 TUNE_RULES = (
     Rule("tune.study", None, lambda v: v is None or (isinstance(v, str) and bool(v)),
          "null (the dataset's name) or a non-empty study name"),

@@ -3,31 +3,47 @@
 The sweeper has resolved and checked the config (:func:`annlab.spec.resolve`: the study's
 settings and its space are rows of :mod:`annlab.rules`). :func:`run` opens the study in Optuna's
 own database (created, or resumed by name; never MLflow's: both keep an ``alembic_version``
-table) and the study's parent run, then asks the sampler for as many trials as the launcher runs
-at once, launches them, and tells the study how each ended: its final validation
-misclassification, or pruned. Trials prune themselves from their validation curves
-(:class:`Reporter`). Several processes started with the same study name and storage share it:
-together they run exactly ``tune.n_trials`` trials (see :func:`claim`); a trial whose process
-died is failed by Optuna's heartbeat and asked again, never counted twice; the last worker to
+table) and the study's parent run, then runs the study in batches of as many trials as the
+launcher runs at once: a batch is asked (:func:`ask_batch`) only once every earlier one is told,
+its trials launched, and the study told how each ended: its final validation misclassification,
+or pruned. Trials prune themselves from their own validation curves (:class:`Reporter`).
+
+Reproducible: each sampled trial gets a sampler of its own, seeded from ``tune.seed`` and its
+place among the sampled trials, and sees only what earlier batches told (and, as constant
+liars, the earlier trials of its own batch); a pruner that compares trials compares a trial
+only with those of earlier batches (:class:`EarlierBatches`). So one ``make tune`` with the
+same seed, space, budget and worker count asks the same trials, prunes them at the same epochs
+and finds the same best, whichever worker is faster. Several processes started with the same
+study name and storage share it: together they run exactly ``tune.n_trials`` trials (see
+:func:`claim`), never with the same seed, but what each trial saw then depends on timing.
+
+A trial's two records agree: its MLflow run FINISHED and its Optuna trial COMPLETE or PRUNED,
+or the run KILLED or FAILED and the trial FAIL (asked again with the same values). After an
+interrupt, or on the next start after a process died, :func:`settle` reads each open trial's
+run to decide; a trial whose job still runs is left to the next command. The last worker to
 finish writes the summary onto the parent (:mod:`annlab.study_report`).
 
-This is annlab's one adapter to Optuna: the two private attributes it reads (a trial's storage
-id, to reopen the trial in its job; the study's storage, to renew a trial's heartbeat as
-``Study.optimize`` does) are read here only, pinned by tests/unit/test_study.py.
+This is annlab's one adapter to Optuna: the private attributes it reads (a trial's storage id,
+to reopen the trial in its job; the study's storage, to renew heartbeats as ``Study.optimize``
+does, to read one trial, and for the view a comparing pruner gets) are read here only, pinned by
+tests/unit/test_study.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.pruners import BasePruner
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import Trial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from annlab import databases, interrupts, multirun, names, tracking
 from annlab.config import ConfigError
@@ -35,6 +51,7 @@ from annlab.databases import redact
 from annlab.errors import AnnlabError
 from annlab.names import Status
 from annlab.spec import RunSpec, TuneSpec, replaced, run_name
+from annlab.tracking import liveness
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # The heartbeat and its retry callback are marked experimental; they are Optuna's own way to
@@ -52,6 +69,12 @@ PARENT_ATTR = "annlab.mlflow_parent_run_id"  # the study's user attribute naming
 RUN_ATTR = "annlab.mlflow_run_id"  # a trial's user attribute naming its MLflow run
 STORE_ATTR = "annlab.tracking_store"  # ... the tracking store its trials are tracked in
 EXPERIMENT_ATTR = "annlab.experiment"  # ... and the experiment
+BATCH_ATTR = "annlab.batch"  # a trial's batch: asked together, told before the next is asked
+ASKER_ATTR = "annlab.asker"  # the process that asked the trial and tells the study its end
+# TPE samples at random until this many trials have ended: fewer or more reached the grid's
+# best about as often on the tuning benchmark, this count a little more (docs/tuning.md).
+TPE_STARTUP_TRIALS = 6
+SETTLE_SECONDS = 10.0  # how long an interrupted study waits for its jobs to close their runs
 
 
 # -- where the study lives -------------------------------------------------------------------
@@ -133,31 +156,25 @@ def open_study(tune: TuneSpec, url: str) -> tuple[optuna.Study, bool]:
         return optuna.load_study(study_name=tune.study, storage=store), False
 
 
-def sampler_and_pruner(tune: TuneSpec, study: optuna.Study, created: bool = True) -> None:
-    """Set the study's sampler (seeded) and pruner from the config.
-
-    The process that creates a study seeds its sampler from ``tune.seed``: one worker on a
-    fresh study proposes the same sequence for the same seed. A process that joins or resumes
-    a study lets Optuna seed its sampler at random: two workers started together both see an
-    empty study, and the same seed would have them propose the same configs. Which worker asks
-    which trial depends on timing anyway.
-    """
-    seed = int(hashlib.sha256(f"{tune.seed}:{len(study.trials)}".encode()).hexdigest()[:8],
-               16) if created else None  # None: Optuna seeds it at random
-    study.sampler = (optuna.samplers.TPESampler(seed=seed) if tune.sampler == "tpe"
-                     else optuna.samplers.RandomSampler(seed=seed))
-    study.pruner = pruner(tune)
+def sampler(tune: TuneSpec, index: int) -> optuna.samplers.BaseSampler:
+    """The sampler of the study's ``index``-th sampled trial (retries do not count): made
+    afresh, seeded from ``tune.seed`` and ``index``, so that what it proposes depends on the
+    trials it sees and nothing else (not on what an earlier sampler drew, nor on which process
+    asks). TPE models the parameters jointly and sees the trials still running as constant
+    liars, the two settings Optuna gives for workers that ask while others run."""
+    seed = int(hashlib.sha256(f"{tune.seed}:{index}".encode()).hexdigest()[:8], 16)
+    if tune.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                      n_startup_trials=TPE_STARTUP_TRIALS)
 
 
-def pruner(tune: TuneSpec) -> optuna.pruners.BasePruner:
-    """The configured pruner (a study's pruner lives in its process, not in the storage: the
-    trials' jobs build the same one)."""
-    p = tune.pruner
-    if p.name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials,
-                                           n_warmup_steps=p.warmup_epochs, interval_steps=1)
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(p.warmup_epochs, 1),
-                                                  reduction_factor=p.reduction_factor)
+def sample_index(study: optuna.Study, number: int) -> int:
+    """Trial ``number``'s place among the study's sampled trials: those numbered below it that
+    are not a retry's copy. A copy takes a number but samples nothing, so a study resumed
+    after an interrupt gives its next trial the index (and the seed) it would have had."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number
+               and RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is None)
 
 
 def suggest(trial: Trial, tune: TuneSpec) -> dict[str, Any]:
@@ -192,17 +209,190 @@ def remaining(study: optuna.Study, n_trials: int) -> int:
     return n_trials - len(study.get_trials(deepcopy=False, states=CLAIMED))
 
 
-def fail_stale(study: optuna.Study) -> None:
-    """Fail (and re-ask) the RUNNING trials of processes whose heartbeat stopped."""
-    optuna.storages.fail_stale_trials(study)
+def ask_batch(study: optuna.Study, t: TuneSpec, size: int, asker: str,
+              into: list[tuple[Trial, dict[str, Any]]]) -> None:
+    """The next batch, appended to ``into`` one trial at a time (each given its values before
+    the next is asked, so that the next one's sampler sees it): up to ``size`` trials within
+    the budget. Copies of interrupted trials, waiting to run again with their values, make a
+    batch of their own, as they were asked; otherwise each new trial is sampled by
+    :func:`sampler` and belongs to batch ``sample index // size``."""
+    retrying = bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    while len(into) < size:
+        if retrying and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            break
+        if not retrying and remaining(study, t.n_trials) <= 0:
+            break
+        trial = study.ask()  # a waiting copy if there is one
+        if not claim(study, trial, t.n_trials):
+            break
+        if RetryHeartbeatStaleTrialCallback.retried_trial_number(_frozen(study, trial)) is None:
+            index = sample_index(study, trial.number)
+            study.sampler = sampler(t, index)
+            trial.set_user_attr(BATCH_ATTR, index // size)
+        trial.set_user_attr(ASKER_ATTR, asker)
+        into.append((trial, suggest(trial, t)))  # a copy's values are its own already
 
+
+# -- pruning ---------------------------------------------------------------------------------
+
+class EarlierBatches(BasePruner):
+    """One of Optuna's pruners that compare trials (median, successive halving), shown only
+    the trials of earlier batches: they had all ended when the trial's batch was asked, so
+    its decisions do not depend on how far the other trials of its batch have got. (The first
+    batch is never pruned.)"""
+
+    def __init__(self, pruner: BasePruner):
+        self.pruner = pruner
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return self.pruner.prune(_Earlier(study, trial.user_attrs.get(BATCH_ATTR, 0)), trial)
+
+
+class _Earlier:
+    """What an Optuna pruner reads of a study, limited to the trials of batches before
+    ``batch`` (trials of no batch, asked before studies had them, are not shown)."""
+
+    def __init__(self, study: optuna.Study, batch: int):
+        self._study, self._batch = study, batch
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states)
+                if t.user_attrs.get(BATCH_ATTR, self._batch) < self._batch]
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
+
+    @property
+    def direction(self) -> optuna.study.StudyDirection:
+        return self._study.direction
+
+    @property
+    def directions(self) -> list[optuna.study.StudyDirection]:
+        return self._study.directions
+
+    @property
+    def _storage(self):
+        """Successive halving records a trial's value at each rung it reaches here."""
+        return self._study._storage
+
+
+def pruner(tune: TuneSpec, n_classes: int = 2) -> BasePruner:
+    """The configured pruner (a pruner lives in the process that asks it, not in the storage:
+    each trial's job builds its own). ``threshold`` stops a trial whose validation
+    misclassification, at a report from ``warmup_epochs`` on, is no better than a guess among
+    ``n_classes`` (1 - 1/n_classes or worse): it has learnt nothing. It reads the trial's own
+    curve only, so it decides the same under any schedule. ``median`` and
+    ``successive_halving`` compare the trial with those of earlier batches
+    (:class:`EarlierBatches`)."""
+    p = tune.pruner
+    if p.name == "none":
+        return optuna.pruners.NopPruner()
+    if p.name == "threshold":  # `value > upper` prunes: a guess's rate, as a count rounds it
+        return optuna.pruners.ThresholdPruner(upper=1 - 1 / n_classes - 1e-9,
+                                              n_warmup_steps=p.warmup_epochs)
+    if p.name == "median":
+        return EarlierBatches(optuna.pruners.MedianPruner(
+            n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs,
+            interval_steps=1))
+    return EarlierBatches(optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=max(p.warmup_epochs, 1), reduction_factor=p.reduction_factor))
+
+
+# -- the two records of a trial ---------------------------------------------------------------
 
 def retry(study: optuna.Study, trial_number: int) -> None:
-    """Fail a trial that was interrupted and ask it again (a WAITING copy)."""
+    """Fail a trial that was interrupted and, if it had been given values, ask it again with
+    them (a WAITING copy)."""
     frozen = study.get_trials(deepcopy=False)[trial_number]
     if frozen.state == TrialState.RUNNING:
         study.tell(trial_number, state=TrialState.FAIL)
-        RetryHeartbeatStaleTrialCallback()(study, frozen)
+        if frozen.params:
+            RetryHeartbeatStaleTrialCallback()(study, frozen)
+
+
+def orphans(study: optuna.Study) -> list[FrozenTrial]:
+    """RUNNING trials whose asking process, on this machine, is gone: nobody will tell the
+    study how they ended. (Those asked on other machines are failed by Optuna's heartbeat
+    once silent: :func:`fail_stale`.)"""
+    found = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        asker = liveness.ProcessId.parse(t.user_attrs.get(ASKER_ATTR, ""))
+        if asker is not None and asker.alive() is False:
+            found.append(t)
+    return found
+
+
+def trial_runs(experiment: tracking.Experiment, parent_run_id: str) -> dict[int, tracking.Record]:
+    """The study's trial runs by trial number."""
+    return {int(r.tags[names.TRIAL]): r for r in experiment.children(parent_run_id)
+            if names.TRIAL in r.tags}
+
+
+def settle(study: optuna.Study, experiment: tracking.Experiment, parent_run_id: str,
+           trials: Iterable[Trial | FrozenTrial], wait: float = 0.0) -> list[int]:
+    """Make each of ``trials`` that is still RUNNING in the study agree with its run, once its
+    job is over (waiting up to ``wait`` seconds for jobs that still write their runs): a
+    FINISHED run makes the trial COMPLETE with the run's final validation misclassification,
+    or PRUNED if the run was; otherwise (KILLED, FAILED, no run, or a run whose process is
+    gone, which is closed KILLED first) the trial is failed and asked again with the same
+    values. Returns the numbers of the trials left RUNNING, their jobs still running: the next
+    command settles them."""
+    numbers = {t.number for t in trials}
+    deadline = time.monotonic() + wait
+    while True:
+        runs = trial_runs(experiment, parent_run_id)
+        open_ = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                 if t.number in numbers]
+        live = {t.number for t in open_ if (r := runs.get(t.number)) is not None
+                and r.status == Status.RUNNING and liveness.abandoned(r.tags, time.time()) is None}
+        if not live or time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
+    for t in open_:
+        run = runs.get(t.number)
+        if t.number in live:
+            continue
+        if run is not None and run.status == Status.RUNNING:
+            tracking.Run(experiment.store, run.run_id).end(
+                Status.KILLED, f"{liveness.abandoned(run.tags, time.time())}; its trial "
+                "is asked again")
+        if run is not None and run.status == Status.FINISHED:
+            study._storage.set_trial_user_attr(trial_id(t), RUN_ATTR, run.run_id)
+            if run.pruned_at is not None:
+                study.tell(t.number, state=TrialState.PRUNED)
+            else:
+                study.tell(t.number, run.metrics[OBJECTIVE])
+        else:
+            retry(study, t.number)
+    return sorted(live)
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail (and re-ask) the RUNNING trials whose heartbeat stopped: their asking process and
+    their job are both gone."""
+    optuna.storages.fail_stale_trials(study)
+
+
+@contextlib.contextmanager
+def beating(study: optuna.Study, trials: Callable[[], Sequence[Trial]]) -> Iterator[None]:
+    """While inside, renew the heartbeat of ``trials()`` (the batch under way) from a daemon
+    thread, as ``Study.optimize`` does for its trials: a trial whose job has ended is alive
+    as long as the process that will tell the study how it ended."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            for trial in list(trials()):
+                with contextlib.suppress(Exception):  # a missed beat is no failure
+                    study._storage.record_heartbeat(trial_id(trial))
+
+    thread = threading.Thread(target=beat, daemon=True, name="trial-heartbeat")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 # -- the study, driven from the launching process ------------------------------------------
@@ -224,41 +414,49 @@ def run(base: RunSpec, point: list[str], url: str, batch: int, launch: Launch,
         with interrupts.held():
             study, created = open_study(t, url)
             check_belongs(study, created, uri, base.tracking.experiment)
-            fail_stale(study)
-            sampler_and_pruner(t, study, created)
     launched: list[Any] = []
-    asked: list[Trial] = []
+    asked: list[tuple[Trial, dict[str, Any]]] = []  # the batch under way, until told
+    asker = str(liveness.ProcessId.current())
 
     def others_run_trials() -> bool:
-        """Interrupted: the trials under way are failed and asked again; the parent stays
-        open if other workers still run trials."""
-        with interrupts.held():
-            for trial in asked:
-                retry(study, trial.number)
-            return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        """Stopped early: the parent stays open while trials run (other workers', or a job
+        of this one still closing its run)."""
+        return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     name = f"study-{t.study}"
     with multirun.launching(experiment, lambda: _parent(experiment, study, created, t, url,
                                                            base.data.label),
                             name, "study", "finished trials count, interrupted ones are asked "
                             "again", keep_parent=others_run_trials) as (parent, _):
+        with interrupts.held():  # what a process that died left: its ended jobs, its trials
+            settle(study, experiment, parent.run_id, orphans(study))
+            fail_stale(study)
         print(f"{'starting' if created else 'joining'} study {t.study!r} ({url}): "
               f"{t.n_trials} trials in all, {remaining(study, t.n_trials)} to ask; parent run "
               f"{name} ({parent.run_id})", flush=True)
         ended = len(study.get_trials(deepcopy=False, states=ENDED))
-        with multirun.reporting(experiment, parent, t.n_trials, ended, width=44):
-            while True:
+        with (multirun.reporting(experiment, parent, t.n_trials, ended, width=44),
+              beating(study, lambda: [trial for trial, _ in asked])):
+            try:
+                while True:
+                    with interrupts.held():
+                        ask_batch(study, t, batch, asker, asked)
+                        jobs = [_job(point, trial, values, base, parent, url)
+                                for trial, values in asked]
+                    if not asked:
+                        break
+                    returns = launch(jobs, asked[0][0].number)
+                    with interrupts.held():
+                        for (trial, _), ret in zip(asked, returns):
+                            _tell(study, trial, ret)
+                        asked.clear()
+                    launched.append(returns)
+            except BaseException:
+                # Stopped: each trial under way ends as its run did, once its job is over.
                 with interrupts.held():
-                    asked = _ask(study, t, batch)
-                    jobs = [_job(point, trial, base, parent, url) for trial in asked]
-                if not asked:
-                    break
-                returns = launch(jobs, asked[0].number)
-                with interrupts.held():
-                    for trial, ret in zip(asked, returns):
-                        _tell(study, trial, ret)
-                launched.append(returns)
-                asked = []
+                    settle(study, experiment, parent.run_id, [trial for trial, _ in asked],
+                           SETTLE_SECONDS)
+                raise
         experiment.store.check_reachable("the study's summary is not written; rerun the same "
                                          "command once it answers", patient=True)
         from annlab import study_report  # its figures: not before the trials start
@@ -284,27 +482,15 @@ def _parent(experiment: tracking.Experiment, study: optuna.Study, created: bool,
     return _parent(experiment, study, True, t, url, dataset)
 
 
-def _ask(study: optuna.Study, t: TuneSpec, batch: int) -> list[Trial]:
-    """Up to ``batch`` trials within the study's budget (WAITING ones, asked again, first)."""
-    asked = []
-    while len(asked) < batch:
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if remaining(study, t.n_trials) <= 0 and not waiting:
-            break
-        trial = study.ask()
-        if not claim(study, trial, t.n_trials):
-            break
-        asked.append(trial)
-    return asked
-
-
-def _job(point: list[str], trial: Trial, base: RunSpec, parent: tracking.Run, url: str
-         ) -> list[str]:
+def _job(point: list[str], trial: Trial, values: dict[str, Any], base: RunSpec,
+         parent: tracking.Run, url: str) -> list[str]:
     """The trial's job: the study's point, its sampled values, which trial it is; named by its
     values (floats to 3 significant digits)."""
-    values = suggest(trial, base.tune)
-    shown = {k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in values.items()}
-    label = f"trial-{trial.number}-" + run_name(replaced(base.config, shown), base.config)
+    named = base.config
+    for key, value in values.items():  # one at a time: replaced() keeps one key per section
+        named = replaced(named, {key: float(f"{value:.3g}") if isinstance(value, float)
+                                 else value})
+    label = f"trial-{trial.number}-" + run_name(named, base.config)
     return multirun.job_overrides(
         [*point, *(f"{k}={v}" for k, v in values.items()), f"tune.trial={trial.number}",
          f"tune.trial_id={trial_id(trial)}", f"tune.storage={multirun.quoted(url)}"],
@@ -312,7 +498,10 @@ def _job(point: list[str], trial: Trial, base: RunSpec, parent: tracking.Run, ur
 
 
 def _tell(study: optuna.Study, trial: Trial, ret) -> None:
-    """What the trial's job reported: a value, pruned, or failed (its run says why)."""
+    """What the trial's job reported: a value, pruned, or failed (its run says why). A trial
+    another process has ended meanwhile (failed as stale) is left as it is."""
+    if _frozen(study, trial).state.is_finished():
+        return
     try:
         result = ret.return_value
     except Exception:  # the job itself raised: recorded as FAILED by its run
@@ -320,43 +509,71 @@ def _tell(study: optuna.Study, trial: Trial, ret) -> None:
     if result.get("run_id"):  # each trial points to its run (the run to it: annlab.trial)
         trial.set_user_attr(RUN_ATTR, result["run_id"])
     if result.get("status") != Status.FINISHED:
-        study.tell(trial, state=TrialState.FAIL)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     elif result.get("pruned_at") is not None:
-        study.tell(trial, state=TrialState.PRUNED)
+        study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
     else:
-        study.tell(trial, result["value"])
+        study.tell(trial, result["value"], skip_if_finished=True)
 
 
-# -- inside a trial's job --------------------------------------------------------------------
+# -- Optuna's private attributes, read here only ---------------------------------------------
 
-def trial_id(trial: Trial) -> int:
+def trial_id(trial: Trial | FrozenTrial) -> int:
     """The trial's id in its storage: what reopens it in another process."""
     return trial._trial_id
 
 
+def _frozen(study: optuna.Study, trial: Trial) -> FrozenTrial:
+    """The trial as the storage has it now (its state, and whether it is a retry's copy)."""
+    return study._storage.get_trial(trial_id(trial))
+
+
+# -- inside a trial's job --------------------------------------------------------------------
+
+class Ended(AnnlabError):
+    """A trial's job whose trial the study has already ended (failed after an interrupt)."""
+
+
 class Reporter:
     """A training job's epoch callback: reports the validation misclassification to its trial
-    every ``report_every`` epochs and asks the pruner; returns True to stop (pruned). Its
-    storage calls are not cut in two by a signal (:func:`annlab.interrupts.held`): one that
-    lands inside a transaction would leave the database locked for the study's own tell."""
+    every ``report_every`` epochs and asks the pruner; returns True to stop (pruned). A job
+    whose trial the study has ended (failed after an interrupt, and asked again) does not run:
+    its run would disagree with its trial. Its storage calls are not cut in two by a signal
+    (:func:`annlab.interrupts.held`): one that lands inside a transaction would leave the
+    database locked for the study's own tell."""
 
     def __init__(self, tune: TuneSpec):
         with interrupts.held():
-            self.study = optuna.load_study(study_name=tune.study, storage=storage(tune.storage),
-                                           pruner=pruner(tune))
-        self.trial = Trial(self.study, tune.trial_id)
-        self.every, self.beat = tune.report_every, 0.0
+            self.study = optuna.load_study(study_name=tune.study, storage=storage(tune.storage))
+            self.trial = Trial(self.study, tune.trial_id)
+            self._check_running()
+        self.tune, self.every, self.beat, self.pruning = tune, tune.report_every, 0.0, False
+
+    def _check_running(self) -> None:
+        state = _frozen(self.study, self.trial).state
+        if state != TrialState.RUNNING:
+            raise Ended(f"trial {self.trial.number} of study {self.study.study_name!r} is "
+                        f"{state.name}: the study ended it (interrupted?) and asks it again")
 
     def __call__(self, model) -> bool:
         now = time.monotonic()
-        epoch = model.n_iter_
-        if epoch == 0 or now - self.beat < HEARTBEAT_SECONDS and epoch % self.every:
+        epoch, last = model.n_iter_, model.n_iter_ == model.epochs
+        if epoch == 0 or (now - self.beat < HEARTBEAT_SECONDS and epoch % self.every
+                          and not last):
             return False
         with interrupts.held():
             if now - self.beat >= HEARTBEAT_SECONDS:  # what Study.optimize does for its trials
                 self.study._storage.record_heartbeat(trial_id(self.trial))
                 self.beat = now
             if epoch % self.every:
+                if last:  # a run that ends without a report: its trial must still be open
+                    self._check_running()
                 return False
-            self.trial.report(model.history_[OBJECTIVE][-1], epoch)
+            if not self.pruning:  # a guess's rate depends on the classes the model learns
+                self.study.pruner, self.pruning = pruner(self.tune, len(model.classes_)), True
+            try:
+                self.trial.report(model.history_[OBJECTIVE][-1], epoch)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self._check_running()
+                raise
             return self.trial.should_prune()

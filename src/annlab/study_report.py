@@ -3,14 +3,15 @@
 
 The figures that are annlab's (best so far against epochs trained, parallel coordinates) are
 drawn by :mod:`annlab.plots` from the plain rows built here; Optuna's own (every trial's
-reported curve, optimisation history, parameter importances) by Optuna.
+reported curve, optimisation history, parameter importances) by Optuna. Each says in its title
+how many trials it rests on, complete and pruned.
 """
 
 from __future__ import annotations
 
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import optuna
@@ -122,37 +123,82 @@ def last_value(trial: FrozenTrial) -> float | None:
         trial.intermediate_values) else None
 
 
+def rests_on(trials: Sequence[FrozenTrial]) -> str:
+    """``10 trials: 8 complete, 2 pruned``: what a figure is drawn from."""
+    pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    return (f"{len(trials)} trial{'s' * (len(trials) != 1)}: {len(trials) - pruned} complete, "
+            f"{pruned} pruned")
+
+
+def importance_study(study: optuna.Study) -> optuna.Study | None:
+    """The study as the importance figure reads it: every ended trial, a pruned one at its
+    last report (as the sampler ranks it: a trial stopped for trailing the others is not left
+    out, which would credit only the configs that survived); None when fewer than two
+    distinct configs or values ended, from which no importance can be read."""
+    ended = [t for t in study.get_trials(deepcopy=False, states=ENDED)
+             if last_value(t) is not None]
+    if len({tuple(sorted(t.params.items())) for t in ended}) < 2 or len(
+            {last_value(t) for t in ended}) < 2:
+        return None
+    copy = optuna.create_study(direction=study.direction, study_name=study.study_name)
+    copy.add_trials([optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                               value=last_value(t)) for t in ended])
+    return copy
+
+
+def titles(study: optuna.Study) -> dict[str, str]:
+    """Each figure's title, saying how many trials it rests on."""
+    ended = sorted(study.get_trials(deepcopy=False, states=ENDED), key=lambda t: t.number)
+    shown = [t for t in ended if last_value(t) is not None]
+    reported = [t for t in ended if t.intermediate_values]
+    done = [t for t in ended if t.state == TrialState.COMPLETE]
+    name = study.study_name
+    return {
+        "best_so_far": f"Study {name} ({rests_on(ended)})",
+        "parallel_coordinate": f"Study {name}, {rests_on(shown)}",
+        "intermediate_values": f"Study {name}: the reported curves of {rests_on(reported)}",
+        "optimization_history": f"Study {name}: the {len(done)} complete trials (of "
+                                f"{rests_on(ended)}; pruned ones have no final value)",
+        "param_importances": f"Study {name}: importances (fANOVA), {rests_on(shown)} (each "
+                             "at its last report)"}
+
+
 def figures(study: optuna.Study, keys: list[str], epochs: int, out_dir: Path) -> list[Path]:
-    """The study's figures: best validation misclassification so far against epochs trained
-    (every trial, pruned ones by the epochs they trained; ``epochs``: a complete trial's) and
-    every trial across the searched ``keys`` (parallel coordinates); and Optuna's own: every
-    trial's reported curve (pruned ones included), optimisation history and parameter
-    importances (the complete trials, as Optuna draws them)."""
+    """The study's figures, each titled with the trials it rests on (:func:`titles`): best
+    validation misclassification so far against epochs trained (every trial, pruned ones by
+    the epochs they trained; ``epochs``: a complete trial's) and every trial across the
+    searched ``keys`` (parallel coordinates); and Optuna's own: every trial's reported curve
+    (pruned ones included), the optimisation history (complete trials) and parameter
+    importances (:func:`importance_study`; not drawn without two distinct configs)."""
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as vis
 
+    named = titles(study)
     ended = sorted(study.get_trials(deepcopy=False, states=ENDED), key=lambda t: t.number)
     marks = [plots.TrialMark(epochs_trained(t, epochs), last_value(t),
                              t.state == TrialState.PRUNED) for t in ended]
     rows = [({k: t.params.get(k) for k in keys}, last_value(t), t.state == TrialState.PRUNED)
             for t in ended if last_value(t) is not None]
-    paths = [plots.plot_best_so_far(marks, f"Study {study.study_name}",
-                                    out_dir / "best_so_far.png"),
-             plots.plot_parallel_coordinates(rows, keys, OBJECTIVE, f"Study {study.study_name}",
+    paths = [plots.plot_best_so_far(marks, named["best_so_far"], out_dir / "best_so_far.png"),
+             plots.plot_parallel_coordinates(rows, keys, OBJECTIVE, named["parallel_coordinate"],
                                              out_dir / "parallel_coordinate.png")]
-    done = [t for t in ended if t.state == TrialState.COMPLETE]
-    optuna_plots: dict[str, Callable] = {"intermediate_values": vis.plot_intermediate_values,
-                                         "optimization_history": vis.plot_optimization_history}
-    if len(done) >= 2 and len({tuple(sorted(t.params.items())) for t in done}) >= 2:
-        optuna_plots["param_importances"] = vis.plot_param_importances
+    optuna_plots: dict[str, Callable] = {
+        "intermediate_values": lambda: vis.plot_intermediate_values(study),
+        "optimization_history": lambda: vis.plot_optimization_history(study)}
+    if (scored := importance_study(study)) is not None:
+        optuna_plots["param_importances"] = lambda: vis.plot_param_importances(
+            scored, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fANOVA's and matplotlib's chatter
         for name, plot in optuna_plots.items():
-            ax = plot(study)
+            ax = plot()
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
             fig.set_size_inches(10, 6)
             if name == "intermediate_values" and ax.get_legend() is not None:
                 ax.get_legend().remove()  # a line per trial: the legend would cover them
+            for loc in ("left", "center", "right"):  # Optuna's own title, replaced
+                ax.set_title("", loc=loc)
+            ax.set_title(named[name], loc="left", fontsize=11)
             fig.tight_layout()
             path = out_dir / f"{name}.png"
             fig.savefig(path, metadata=plots.PNG_METADATA, dpi=100)

@@ -1,9 +1,12 @@
-"""`make tune`: the search space and its checks, pruning from the curves, resume, shared studies.
+"""`make tune`: the search space and its checks, pruning from the curves, resume, shared studies,
+the same study from the same seed, and a trial's two records in agreement after any interrupt.
 
 Studies run the real CLI (`python -m pipelines.run tune=default ...`) on tiny configs, each into
 its own MLflow store and Optuna database.
 """
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,12 +28,14 @@ TINY = ["train.epochs=60", "plot.frames=3", "plot.image_steps=2", "plot.grid_siz
 
 # -- studies, end to end ---------------------------------------------------------------------
 
-def _tune(tmp_path, *overrides, popen=False, name="s"):
+def _tune(tmp_path, *overrides, popen=False, name="s", launcher="basic"):
     args = [sys.executable, "-m", "pipelines.run", "tune=default", *TINY,
-            "hydra/launcher=basic", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"hydra/launcher={launcher}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
             f"tune.study={name}",
             f"hydra.sweep.dir={tmp_path / 'sweeps' / str(time.monotonic_ns())}", *overrides]
-    kw = {"cwd": REPO, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    # Its own process group, as a terminal's command: Ctrl-C reaches the jobs' workers too.
+    kw = {"cwd": REPO, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True,
+          "start_new_session": popen}
     return subprocess.Popen(args, **kw) if popen else subprocess.run(args, timeout=900, **kw)
 
 
@@ -51,7 +56,7 @@ def _study(tmp_path, name="s"):
 
 
 def test_a_study_prunes_from_the_curves_and_records_every_trial(tmp_path):
-    out = _tune(tmp_path, "tune.n_trials=8", "tune.seed=4")  # 5 complete, 3 pruned
+    out = _tune(tmp_path, "tune.n_trials=8", "tune.seed=4", "tune.pruner.name=median")
     assert out.returncode == 0, out.stderr
     client, (parent,), trials = _runs(tmp_path)
     assert len(trials) == 8 and parent.info.status == "FINISHED"
@@ -128,6 +133,123 @@ def test_a_study_resumes_after_sigterm_without_counting_a_trial_twice(tmp_path, 
     (rerun,) = [t for t in _study(tmp_path).trials if t.number == waiting.number]
     assert rerun.state.name == "COMPLETE" and rerun.params == failed.params  # run, once
     assert str(rerun.number) in {t.data.tags["annlab.trial"] for t in finished}
+
+
+def _outcome(tmp_path):
+    """What a rerun with the same seed must give again: each trial's values, state, value and
+    pruned epoch, and the best."""
+    study = _study(tmp_path)
+    trials = [(t.number, sorted(t.params.items()), t.state.name, t.value,
+               max(t.intermediate_values) if t.state.name == "PRUNED" else None)
+              for t in study.trials]
+    return trials, study.best_trial.number
+
+
+def test_the_same_seed_gives_the_same_study_into_fresh_stores(tmp_path):
+    """Two workers (joblib, as `make tune` runs), pruning by successive halving (the pruner
+    that compares trials): whichever worker is faster, the same trials, decisions and best."""
+    args = ["tune.n_trials=6", "tune.seed=2", "tune.pruner.name=successive_halving",
+            "hydra.launcher.n_jobs=2"]
+    outcomes = []
+    for store in (tmp_path / "a", tmp_path / "b"):
+        out = _tune(store, *args, launcher="joblib")
+        assert out.returncode == 0, out.stderr
+        outcomes.append(_outcome(store))
+        _, (parent,), trials = _runs(store)
+        best = [r for r in trials if r.info.run_id == parent.data.tags["annlab.best_run"]]
+        assert int(best[0].data.tags["annlab.trial"]) == outcomes[-1][1]
+    assert outcomes[0] == outcomes[1]
+    trials, _ = outcomes[0]
+    states = [state for _, _, state, _, _ in trials]
+    assert len(trials) == 6 and set(states) == {"COMPLETE", "PRUNED"}  # decisions compared
+    assert [t.user_attrs[tune.BATCH_ATTR] for t in _study(tmp_path / "a").trials] == \
+        [0, 0, 1, 1, 2, 2]
+
+
+def _two_records(tmp_path):
+    """Each trial's Optuna state and its MLflow run's status, which must agree: a trial
+    COMPLETE or PRUNED has one FINISHED run; a FAIL one a KILLED or FAILED run, or none (its
+    job never started); nothing is left RUNNING. Returns the trials' states."""
+    _, parents, runs = _runs(tmp_path)
+    by_trial = {}
+    for run in runs:
+        by_trial.setdefault(int(run.data.tags["annlab.trial"]), []).append(run.info.status)
+    states = {t.number: t.state.name for t in _study(tmp_path).trials}
+    for number, statuses in by_trial.items():
+        assert len(statuses) == 1, (number, statuses)  # a trial runs once
+    agree = {"COMPLETE": {"FINISHED"}, "PRUNED": {"FINISHED"}, "FAIL": {"KILLED", "FAILED", None},
+             "WAITING": {None}}
+    for number, state in states.items():
+        (status,) = by_trial.get(number, [None])
+        assert status in agree[state], (number, state, status, states, by_trial)
+    assert all(p.info.status != "RUNNING" for p in parents)
+    return states
+
+
+def _seed_with_a_short_and_a_long_first_trial(resolved, space) -> int:
+    """A study seed whose first batch trains one short and one long trial (the same values
+    in process as in the CLI: that is what a seed means)."""
+    for seed in range(100):
+        t = resolved(["tune=default", "tune.pruner.name=none", f"tune.seed={seed}",
+                      space]).tune
+        asked = []
+        tune.ask_batch(optuna.create_study(direction="minimize"), t, 2, "x", asked)
+        if sorted(v["train.epochs"] for _, v in asked) == [30, 5000]:
+            return seed
+    raise AssertionError("no seed found")
+
+
+@pytest.mark.parametrize("moment", ["asking", "training", "telling"])
+def test_an_interrupted_study_keeps_each_trials_two_records_in_agreement(tmp_path, resolved,
+                                                                          moment):
+    """Ctrl-C (SIGINT to the process group, joblib's workers included) while the study asks a
+    batch (a trial in the study, its job not started), while one trial of the batch has
+    finished and the other trains (issue 29: the finished one was failed, then ran again), or
+    while the study tells a batch whose runs have all ended. Then a rerun: every trial's run
+    and Optuna trial agree, the study counts exactly n_trials, and no trial runs twice."""
+    space = "+tune.space.train.epochs={type:categorical,choices:[30,5000]}"
+    seed = _seed_with_a_short_and_a_long_first_trial(resolved, space)
+    args = ["tune.n_trials=3", f"tune.seed={seed}", "tune.pruner.name=none", space,
+            "tune.report_every=1000", "hydra.launcher.n_jobs=2"]
+
+    def now() -> bool:
+        _, parents, trial_runs = _runs(tmp_path)
+        if not parents:  # the study's database is not made yet: opening it would race
+            return False
+        trials = {t.number: t.state.name for t in _study(tmp_path).trials}
+        runs = {int(r.data.tags["annlab.trial"]): r.info.status for r in trial_runs}
+        if moment == "asking":
+            return any(s == "RUNNING" and n not in runs for n, s in trials.items())
+        if moment == "training":
+            return sorted(runs.values()) == ["FINISHED", "RUNNING"]
+        return len(runs) == 2 and set(runs.values()) == {"FINISHED"} and \
+            "RUNNING" in trials.values()
+
+    proc = _tune(tmp_path, *args, popen=True, launcher="joblib")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if now():
+                    break
+            except Exception:  # the stores are being created
+                pass
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode in (0, 130) and "Traceback" not in stderr, stderr
+    _two_records(tmp_path)
+
+    out = _tune(tmp_path, *args, launcher="joblib")
+    assert out.returncode == 0, out.stderr
+    states = list(_two_records(tmp_path).values())
+    assert states.count("COMPLETE") + states.count("PRUNED") == 3
+    _, (parent,), runs = _runs(tmp_path)
+    assert parent.info.status == "FINISHED"
+    assert [r.info.status for r in runs].count("FINISHED") == 3
 
 
 def test_every_trial_is_a_run_of_its_own_even_when_its_values_repeat(tmp_path):

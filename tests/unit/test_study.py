@@ -1,17 +1,29 @@
-"""The study and Optuna: where it lives, seeded suggestions, shared budgets, and the two private
-attributes annlab.study reads (pinned here). Its settings' checks: tests/unit/test_spec.py."""
+"""The study and Optuna: where it lives, reproducible batches whatever order their jobs end in,
+pruning a trial's job decides alone, shared budgets, the two records of a trial made to agree,
+and the private attributes annlab.study reads (pinned here). Its settings' checks:
+tests/unit/test_spec.py."""
 
 import dataclasses
+import math
+import random
+import sqlite3
+import time
+from types import SimpleNamespace
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
+from annlab import names, tracking
 from annlab import study as tune
 from annlab.config import ConfigError
+from annlab.names import Status
+from annlab.tracking import liveness
 
 
 def _tune(resolved, *overrides):
     return resolved(["tune=default", *overrides]).tune
+
 
 def test_a_study_lives_beside_its_sqlite_store_and_a_server_has_no_default(resolved):
     t = _tune(resolved)
@@ -26,8 +38,6 @@ def test_a_study_lives_beside_its_sqlite_store_and_a_server_has_no_default(resol
 
 
 def test_the_study_never_shares_mlflows_database(resolved, store_uri, tmp_path):
-    from annlab import tracking
-
     tracking.open(store_uri, "annlab")  # a store with MLflow's tables
     for storage in (store_uri, f"{store_uri}?timeout=30"):  # the same, or another name for it
         t = _tune(resolved, f"tune.storage='{storage}'")
@@ -56,42 +66,151 @@ def test_a_study_opened_for_another_store_is_refused_naming_both(resolved, tmp_p
     assert tune.storage_url(t, first) != tune.storage_url(t, second)
 
 
-def test_suggestions_follow_the_space_and_the_same_seed_proposes_the_same_configs(
-        resolved, tmp_path):
-    t = _tune(resolved, "tune.seed=7", "tune.study=s")
+def test_the_space_holds_every_point_of_the_default_grid(resolved):
+    """The study replaces the grid: whatever the grid tries, the study can ask."""
+    from hydra import compose, initialize_config_dir
 
-    def proposals(db):
-        study, created = tune.open_study(t, f"sqlite:///{tmp_path / db}")
-        assert created
-        tune.sampler_and_pruner(t, study)
-        out = []
-        for _ in range(12):  # past TPE's 10 random start-up trials
-            trial = study.ask()
-            values = tune.suggest(trial, t)
-            study.tell(trial, values["train.learning_rate"])  # any objective will do
-            out.append(values)
-        return out
+    from tests.conftest import CONF
 
-    first, second = proposals("a.db"), proposals("b.db")
-    assert first == second
-    for values in first:
-        assert values["model.activation"] in ("tanh", "sigmoid", "relu")
-        assert 2 <= values["model.hidden_nodes"] <= 16
-        assert 0.01 <= values["train.learning_rate"] <= 10.0
-        assert 1e-4 <= values["train.reg_lambda"] <= 1.0
+    space = _tune(resolved).space
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        grid = compose(config_name="config", overrides=["sweep=default"],
+                       return_hydra_config=True).hydra.sweeper.params
+    for key, values in grid.items():
+        p = space[key]
+        for value in str(values).split(","):
+            if p["type"] == "categorical":
+                assert value in p["choices"]
+            else:
+                assert p["low"] <= float(value) <= p["high"], (key, value)
 
 
-def test_workers_joining_a_study_do_not_propose_the_creators_configs(resolved, tmp_path):
-    """Two workers started together both find an empty study: the same seed would have them
-    ask the same values trial for trial."""
-    t = _tune(resolved, "tune.study=s")
+# -- reproducible batches --------------------------------------------------------------------
 
-    def first_values(created):
-        study, _ = tune.open_study(t, f"sqlite:///{tmp_path / f'{created}.db'}")
-        tune.sampler_and_pruner(t, study, created)
-        return [tune.suggest(study.ask(), t) for _ in range(3)]
+def _value(params) -> float:
+    """A made-up objective with ties, as validation misclassification has."""
+    shape = {"tanh": 0.0, "sigmoid": 0.01, "relu": 0.02}[params["model.activation"]]
+    return round(abs(math.log(params["train.learning_rate"])) / 20 + shape
+                 + abs(params["model.hidden_nodes"] - 6) / 200, 2)
 
-    assert first_values(True) != first_values(False)
+
+def _curve(params, step: int) -> float:
+    """What the trial's job reports at ``step``: falling towards its value."""
+    return _value(params) + 0.3 / step ** 0.5
+
+
+class _Job:
+    """A trial's job, step by step: reports every ``every`` epochs up to ``epochs``, asks its
+    pruner (a job builds its own), stops when pruned."""
+
+    def __init__(self, study, trial, t, epochs=400):
+        self.study, self.trial, self.t, self.epochs = study, trial, t, epochs
+        self.steps = iter(range(t.report_every, epochs + 1, t.report_every))
+        self.outcome = None
+
+    def step(self) -> bool:
+        """One report; False once the job has ended."""
+        step = next(self.steps, None)
+        if step is None:
+            self.outcome = ("COMPLETE", _value(self.trial.params), None)
+            return False
+        self.trial.report(_curve(self.trial.params, step), step)
+        self.study.pruner = tune.pruner(self.t)
+        if self.trial.should_prune():
+            self.outcome = ("PRUNED", None, step)
+            return False
+        return True
+
+
+def _run(t, size, order="forward", seed=0, study=None, stop_after=None):
+    """A study as annlab's launching process runs it: batches asked, their jobs run with
+    their steps interleaved in ``order`` (forward: each job to its end in turn; reverse;
+    random), then told in the order they ended. Stops after ``stop_after`` batches."""
+    study = study or optuna.create_study(direction="minimize")
+    rng = random.Random(seed)
+    batches = 0
+    while batches != stop_after:
+        asked = []
+        tune.ask_batch(study, t, size, "me", asked)
+        if not asked:
+            break
+        jobs = [_Job(study, trial, t) for trial, _ in asked]
+        running, ended = list(jobs), []
+        while running:
+            job = {"forward": running[0], "reverse": running[-1],
+                   "random": rng.choice(running)}[order]
+            if not job.step():
+                running.remove(job)
+                ended.append(job)
+        for job in ended:
+            state, value, _ = job.outcome
+            study.tell(job.trial, value, state=TrialState[state])
+        batches += 1
+    return study
+
+
+def _record(study):
+    """What must be the same on a rerun: each trial's values, state, value and pruned epoch, in
+    the order of the batches."""
+    return [(t.user_attrs.get(tune.BATCH_ATTR), sorted(t.params.items()), t.state.name, t.value,
+             max(t.intermediate_values) if t.state == TrialState.PRUNED else None)
+            for t in study.trials if t.state != TrialState.FAIL]
+
+
+@pytest.mark.parametrize("pruner", ["successive_halving", "median", "threshold"])
+def test_the_same_seed_asks_the_same_trials_whatever_order_its_jobs_end_in(resolved, pruner):
+    t = _tune(resolved, "tune.n_trials=14", "tune.seed=3", f"tune.pruner.name={pruner}",
+              "tune.report_every=50", "tune.pruner.warmup_epochs=50",
+              "tune.pruner.startup_trials=1")
+    first = _record(_run(t, 2))
+    for order, seed in [("reverse", 0), ("random", 1), ("random", 2), ("forward", 0)]:
+        assert _record(_run(t, 2, order, seed)) == first, order
+    assert len(first) == 14 and [b for b, *_ in first] == [k // 2 for k in range(14)]
+    assert len({str(params) for _, params, *_ in first}) == 14
+    if pruner != "threshold":  # a curve this good is never as bad as a guess
+        assert any(state == "PRUNED" for _, _, state, *_ in first)
+    other = _record(_run(dataclasses.replace(t, seed=4), 2))
+    assert [p for _, p, *_ in other] != [p for _, p, *_ in first]
+
+
+def test_a_study_resumed_after_an_interrupted_batch_asks_what_it_would_have(resolved):
+    """The batch under way is failed and asked again with its values (copies, which sample
+    nothing): the trials after it get the seeds they would have had."""
+    t = _tune(resolved, "tune.n_trials=12", "tune.seed=5", "tune.report_every=50",
+              "tune.pruner.name=successive_halving", "tune.pruner.warmup_epochs=50")
+    whole = _record(_run(t, 2))
+    study = _run(t, 2, stop_after=4)
+    asked = []
+    tune.ask_batch(study, t, 2, "me", asked)  # batch 4 asked, then interrupted
+    for trial, _ in asked:
+        tune.retry(study, trial.number)
+    again = []
+    tune.ask_batch(study, t, 2, "me", again)  # the copies, on their own
+    assert [trial.params for trial, _ in again] == [trial.params for trial, _ in asked]
+    assert [v for _, v in again] == [v for _, v in asked]
+    for trial, _ in again:  # ... then the study goes on
+        study.tell(trial, _value(trial.params))
+    resumed = _run(t, 2, study=study)
+    assert [r for r in _record(resumed) if r[0] != 4] == [r for r in whole if r[0] != 4]
+    states = [s.state for s in resumed.trials]
+    assert states.count(TrialState.FAIL) == 2 and len(states) == 14
+
+
+def test_workers_sharing_a_study_never_sample_alike(resolved):
+    """Two processes that find the same empty study take turns asking: each trial's seed
+    follows its place in the study, so neither echoes the other's values."""
+    t = _tune(resolved, "tune.n_trials=8", "tune.pruner.name=none")
+    study = optuna.create_study(direction="minimize")
+    mine, theirs = [], []
+    for _ in range(4):
+        tune.ask_batch(study, t, 2, "a", mine)  # the other's trials still run (liars)
+        tune.ask_batch(study, t, 2, "b", theirs)
+        for trial, _ in mine + theirs:
+            if not tune._frozen(study, trial).state.is_finished():
+                study.tell(trial, _value(trial.params))
+        mine.clear(), theirs.clear()
+    assert len({str(sorted(s.params.items())) for s in study.trials}) == 8
+    assert {s.user_attrs[tune.ASKER_ATTR] for s in study.trials} == {"a", "b"}
 
 
 def test_surplus_trials_of_a_shared_study_are_not_run(resolved, tmp_path):
@@ -100,34 +219,182 @@ def test_surplus_trials_of_a_shared_study_are_not_run(resolved, tmp_path):
     claimed = [tune.claim(study, t, 3) for t in trials]
     assert claimed == [True, True, True, False, False]
     states = [t.state for t in study.get_trials()]
-    assert states[3:] == [optuna.trial.TrialState.FAIL] * 2
+    assert states[3:] == [TrialState.FAIL] * 2
     assert tune.remaining(study, 3) == 0
+
+
+# -- pruning -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_classes, guess", [(2, 0.5), (3, 2 / 3)])
+def test_the_threshold_pruner_stops_a_trial_no_better_than_a_guess(resolved, n_classes, guess):
+    t = _tune(resolved, "tune.pruner.name=threshold", "tune.pruner.warmup_epochs=100")
+    study = optuna.create_study(direction="minimize", pruner=tune.pruner(t, n_classes))
+
+    def pruned(reports):
+        trial = study.ask()
+        for step, value in reports:
+            trial.report(value, step)
+        return trial.should_prune()
+
+    assert pruned([(100, guess)]) and pruned([(100, 0.9)]) and pruned([(200, guess)])
+    assert not pruned([(50, 0.9)])  # warming up
+    assert not pruned([(100, guess - 0.005)])  # one validation sample better than a guess
+    assert not pruned([(100, 0.14), (200, 0.13)])  # it learns
+
+
+def test_comparing_pruners_see_only_the_trials_of_earlier_batches(resolved):
+    t = _tune(resolved, "tune.pruner.name=successive_halving", "tune.pruner.warmup_epochs=10",
+              "tune.pruner.reduction_factor=3")
+    study = optuna.create_study(direction="minimize", pruner=tune.pruner(t))
+
+    def trial(batch, value):
+        trial = study.ask()
+        trial.set_user_attr(tune.BATCH_ATTR, batch)
+        trial.report(value, 10)
+        return trial
+
+    first = [trial(0, 0.1), trial(0, 0.2)]
+    assert not any(s.should_prune() for s in first)  # the first batch has nobody to trail
+    for s in first:
+        study.tell(s, 0.1)
+    later = trial(2, 0.01)  # of a later batch, reporting first: unseen by batch 1
+    better, worse = trial(1, 0.05), trial(1, 0.3)  # the best third of batch 0 and itself
+    assert not better.should_prune() and worse.should_prune()
+    assert not later.should_prune()
+    assert tune._Earlier(study, 1).get_trials() == study.get_trials()[:2]
+
+
+# -- the two records of a trial ----------------------------------------------------------------
+
+def _dead_process() -> str:
+    """A process of this machine that has ended (its pid's start time no longer matches)."""
+    me = liveness.ProcessId.current()
+    return str(dataclasses.replace(me, started=str(int(me.started or 0) + 1)))
+
+
+def test_settling_makes_each_trial_agree_with_its_run(resolved, store_uri, tmp_path):
+    """After an interrupt, or a process that died: a finished run completes (or prunes) its
+    trial with the run's own value; a killed, failed, missing or abandoned run fails it and
+    asks it again with its values; a run its job still writes is left to the next command."""
+    experiment = tracking.open(store_uri, "settle")
+    client = experiment.store.client
+    parent = client.create_run(experiment.id).info.run_id
+    t = _tune(resolved, "tune.n_trials=7", "tune.pruner.name=none")
+    study = optuna.create_study(direction="minimize", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    asked = []
+    tune.ask_batch(study, t, 7, "me", asked)
+    trials = [trial for trial, _ in asked]
+    alive = liveness.writer_tags()
+    runs = {  # trial -> (status, tags, final validation misclassification)
+        0: (Status.FINISHED, {}, 0.025), 1: (Status.FINISHED, {names.PRUNED_AT: "50"}, 0.2),
+        2: (Status.KILLED, {}, 0.3), 3: (Status.FAILED, {}, None),
+        4: (Status.RUNNING, {names.PROCESS: _dead_process(), names.HEARTBEAT: "0"}, None),
+        5: (Status.RUNNING, alive, 0.1)}  # trial 6: its job never started
+    ids = {}
+    for n, (status, tags, value) in runs.items():
+        run = client.create_run(experiment.id, tags={names.PARENT_RUN: parent,
+                                                     names.TRIAL: str(n), **tags})
+        ids[n] = run.info.run_id
+        if value is not None:
+            client.log_metric(ids[n], tune.OBJECTIVE, 0.4, step=1)
+            client.log_metric(ids[n], tune.OBJECTIVE, value, step=2)
+        if n == 1:
+            trials[1].report(0.2, 50)
+        if status != Status.RUNNING:
+            client.set_terminated(ids[n], status)
+    start = time.monotonic()
+    left = tune.settle(study, experiment, parent, trials, wait=0.5)
+    assert left == [5] and time.monotonic() - start >= 0.5  # waited for the live job
+    states = [s.state.name for s in study.trials]
+    assert states[:7] == ["COMPLETE", "PRUNED", "FAIL", "FAIL", "FAIL", "RUNNING", "FAIL"]
+    assert study.trials[0].value == 0.025 and study.trials[1].value == 0.2
+    assert study.trials[0].user_attrs[tune.RUN_ATTR] == ids[0]
+    copies = study.trials[7:]  # asked again, with the same values, in order
+    assert [c.state for c in copies] == [TrialState.WAITING] * 4
+    assert [c.params for c in copies] == [study.trials[n].params for n in (2, 3, 4, 6)]
+    assert client.get_run(ids[4]).info.status == Status.KILLED  # its process is gone
+    assert client.get_run(ids[5]).info.status == Status.RUNNING
+    client.set_terminated(ids[5], Status.FINISHED)  # the job ends: the next command settles it
+    assert tune.settle(study, experiment, parent, trials) == []
+    assert study.trials[5].state == TrialState.COMPLETE and study.trials[5].value == 0.1
+
+
+def test_a_trial_asked_by_a_process_that_died_is_an_orphan(resolved):
+    t = _tune(resolved, "tune.n_trials=3", "tune.pruner.name=none")
+    study = optuna.create_study(direction="minimize")
+    for asker in (str(liveness.ProcessId.current()), _dead_process(), "elsewhere 1 2 3"):
+        tune.ask_batch(study, t, 1, asker, [])
+    assert [s.number for s in tune.orphans(study)] == [1]  # another machine: its heartbeat
+
+
+# -- inside a trial's job ----------------------------------------------------------------------
+
+def _model(epoch, value, epochs=60):
+    return SimpleNamespace(n_iter_=epoch, epochs=epochs, classes_=[0, 1],
+                           history_={tune.OBJECTIVE: [value] * epoch})
 
 
 def test_a_trial_reopened_in_its_job_reports_prunes_and_renews_its_heartbeat(resolved,
                                                                            tmp_path):
     """What annlab.study reads of Optuna's privates: a trial's storage id reopens it in
     another study object (its job's), and the storage renews that trial's heartbeat."""
-    import sqlite3
-    from types import SimpleNamespace
-
     url = f"sqlite:///{tmp_path / 'o.db'}"
     t = _tune(resolved, "tune.study=s", f"tune.storage={url}", "tune.report_every=5",
               "tune.pruner.name=median", "tune.pruner.startup_trials=1",
               "tune.pruner.warmup_epochs=0")
     study, _ = tune.open_study(t, url)
-    tune.sampler_and_pruner(t, study)
-    done = study.ask()
-    done.report(0.1, 5)
-    study.tell(done, 0.1)
-    trial = study.ask()
+    first = []
+    tune.ask_batch(study, t, 1, "me", first)
+    first[0][0].report(0.1, 5)
+    study.tell(first[0][0], 0.1)
+    asked = []
+    tune.ask_batch(study, t, 1, "me", asked)  # the next batch
+    trial = asked[0][0]
     reporter = tune.Reporter(dataclasses.replace(t, trial_id=tune.trial_id(trial)))  # its job
     assert reporter.trial.number == trial.number
-    model = SimpleNamespace(n_iter_=5, history_={tune.OBJECTIVE: [0.4] * 5})
-    assert reporter(model)  # worse than the median at epoch 5: pruned
-    (reopened,) = [t for t in optuna.load_study(study_name="s", storage=url).trials
-                   if t.number == trial.number]
+    assert reporter(_model(5, 0.4))  # worse than the median of batch 0 at epoch 5: pruned
+    (reopened,) = [s for s in optuna.load_study(study_name="s", storage=url).trials
+                   if s.number == trial.number]
     assert reopened.intermediate_values == {5: 0.4}
     with sqlite3.connect(tmp_path / "o.db") as db:
         beats = db.execute("SELECT trial_id FROM trial_heartbeats").fetchall()
     assert beats == [(tune.trial_id(trial),)]
+
+
+def test_a_job_whose_trial_the_study_ended_does_not_run(resolved, tmp_path):
+    """Interrupted, the study fails a trial whose job had not started its run: the job, if it
+    starts late, refuses; if it had started, it fails at its next report or at its end."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    t = _tune(resolved, "tune.study=s", f"tune.storage={url}", "tune.report_every=50",
+              "tune.pruner.name=none")
+    study, _ = tune.open_study(t, url)
+    asked = []
+    tune.ask_batch(study, t, 3, "me", asked)
+    late, reporting, ending = (tune.Reporter(dataclasses.replace(t, trial_id=tune.trial_id(s)))
+                               for s, _ in asked[1:] + asked[:1])
+    for trial, _ in asked:
+        tune.retry(study, trial.number)
+    with pytest.raises(tune.Ended, match="trial 1 of study 's' is FAIL"):
+        tune.Reporter(dataclasses.replace(t, trial_id=tune.trial_id(asked[1][0])))
+    with pytest.raises(tune.Ended, match="trial 2 "):
+        reporting(_model(50, 0.1))
+    assert not ending(_model(59, 0.1))
+    with pytest.raises(tune.Ended, match="trial 0 "):
+        ending(_model(60, 0.1))
+
+
+def test_the_launching_process_keeps_its_trials_alive_until_it_tells_them(resolved, tmp_path,
+                                                                        monkeypatch):
+    """A trial whose job has ended waits for the rest of its batch to be told; its heartbeat,
+    renewed by the asking process meanwhile, keeps other processes from failing it."""
+    monkeypatch.setattr(tune, "HEARTBEAT_SECONDS", 0.05)
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    t = _tune(resolved, "tune.study=s", "tune.pruner.name=none")
+    study, _ = tune.open_study(t, url)
+    asked = []
+    tune.ask_batch(study, t, 2, "me", asked)
+    with tune.beating(study, lambda: [trial for trial, _ in asked]):
+        time.sleep(0.3)
+    with sqlite3.connect(tmp_path / "o.db") as db:
+        beats = db.execute("SELECT trial_id FROM trial_heartbeats").fetchall()
+    assert sorted(beats) == sorted((tune.trial_id(trial),) for trial, _ in asked)

@@ -1,4 +1,5 @@
-"""A study's summary: a row per trial run, the epochs each trained, and figures that open."""
+"""A study's summary: a row per trial run, the epochs each trained, and figures that open and
+say how many trials each rests on."""
 
 import optuna
 import pytest
@@ -55,6 +56,41 @@ def test_the_figures_open(study, tmp_path):
     for path in paths:
         with Image.open(path) as image:
             assert image.width >= 600 and "Software" not in image.info
+
+
+def test_each_figure_says_how_many_trials_it_rests_on(study):
+    named = study_report.titles(study)
+    assert named["best_so_far"] == "Study s (3 trials: 2 complete, 1 pruned)"
+    assert "3 trials: 2 complete, 1 pruned" in named["parallel_coordinate"]
+    assert "3 trials: 2 complete, 1 pruned" in named["intermediate_values"]
+    assert "the 2 complete trials (of 3 trials" in named["optimization_history"]
+    assert named["param_importances"] == ("Study s: importances (fANOVA), 3 trials: 2 "
+                                          "complete, 1 pruned (each at its last report)")
+    assert study_report.rests_on(study.trials[:1]) == "1 trial: 1 complete, 0 pruned"
+
+
+def test_the_importance_figure_counts_pruned_trials_at_their_last_report(study):
+    scored = study_report.importance_study(study)
+    assert [t.value for t in scored.trials] == [0.1, 0.05, pytest.approx(0.25)]
+    assert [t.params for t in scored.trials] == [t.params for t in study.trials[:3]]
+    assert all(t.state == TrialState.COMPLETE for t in scored.trials)
+    kind = optuna.distributions.CategoricalDistribution(["tanh", "relu"])
+    for choices, values in ((["tanh", "tanh"], (0.1, 0.2)), (["tanh", "relu"], (0.1, 0.1))):
+        flat = optuna.create_study(direction="minimize")  # nothing to tell apart
+        flat.add_trials([optuna.trial.create_trial(
+            params={"model.activation": c}, distributions={"model.activation": kind}, value=v)
+            for c, v in zip(choices, values)])
+        assert study_report.importance_study(flat) is None
+
+
+def test_the_importance_figure_is_drawn_the_same_every_time(study, tmp_path):
+    """fANOVA's forest is seeded: the summary's figures rebuild to the same bytes."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        out.mkdir()
+        study_report.figures(study, ["model.activation", "train.learning_rate"], 1000, out)
+    assert (first / "param_importances.png").read_bytes() == \
+        (second / "param_importances.png").read_bytes()
 
 
 @pytest.mark.parametrize("p, text", [
