@@ -1,17 +1,24 @@
 """`make bench`: each figure measured side by side with its baseline, printed as a ratio.
 
     python bench/bench.py [fit logging gif compose run sweep server server-sweep auth-sweep ray
-                           tune tune-seeds search]   (default: all)
+                           tune tune-seeds search scale scale-server peer]   (default: all)
 
 In-process figures are the best of a few repeats (the least disturbed), alternating ours and
 the baseline; whole commands (run, sweep, tune) run as a user runs them, into fresh stores.
 `search` is the HPO literature's benchmark (best so far against epochs trained) for the study,
-the grid and random search, in process; it writes docs/tuning_benchmark.png.
+the grid and random search, in process; it writes docs/tuning_benchmark.png. `scale`,
+`scale-server` and `peer` (bench/scale.py) are a lab's grids: minutes each.
+
+A run ends by printing its table and writing docs/benchmarks.md: the rows of the benchmarks it
+ran replace theirs, the other benchmarks' rows stay as they were measured (each row says when).
 """
 
 from __future__ import annotations
 
+import datetime
+import inspect
 import os
+import re
 import sys
 import tempfile
 import time
@@ -26,12 +33,14 @@ from common import (
     best_of_pair,
     cli,
     cpu_seconds,
+    grid_planner,
     measured,
     moons,
     report,
     target,
     wait_idle,
 )
+from scale import bench_peer, bench_scale, bench_scale_server
 from tuning import bench_search, bench_tune, bench_tune_seeds
 
 from annlab import plots, training
@@ -41,24 +50,28 @@ from annlab.network import NeuralNetClassifier
 
 def bench_fit() -> None:
     """1,000 full-batch epochs, 2-10-2 tanh, n_train 600: ours vs MLPClassifier (sgd, no
-    momentum, batch = all, no early stopping), the same arithmetic per epoch."""
+    momentum, batch = all, no early stopping), the same arithmetic per epoch, without L2 and
+    with the default config's (reg_lambda = alpha = 0.01)."""
     from sklearn.neural_network import MLPClassifier
 
     s = make_splits(moons(0.2), seed=0)
     X, y = s.X_train, s.y_train
 
-    def ours():
-        NeuralNetClassifier(10, "tanh", learning_rate=0.5, epochs=1000, random_state=0).fit(X, y)
+    for name, l2, limit in (("", 0.0, 0.4), (", L2", 0.01, 0.49)):
+        def ours(l2=l2):
+            NeuralNetClassifier(10, "tanh", learning_rate=0.5, reg_lambda=l2, epochs=1000,
+                                random_state=0).fit(X, y)
 
-    def sklearn():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            MLPClassifier((10,), activation="tanh", solver="sgd", momentum=0.0,
-                          learning_rate_init=0.5, batch_size=len(X), max_iter=1000, tol=0.0,
-                          n_iter_no_change=10**9, shuffle=False, alpha=0.0,
-                          random_state=0).fit(X, y)
+        def sklearn(l2=l2):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                MLPClassifier((10,), activation="tanh", solver="sgd", momentum=0.0,
+                              learning_rate_init=0.5, batch_size=len(X), max_iter=1000,
+                              tol=0.0, n_iter_no_change=10**9, shuffle=False, alpha=l2,
+                              random_state=0).fit(X, y)
 
-    report("fit: 1000 epochs vs MLPClassifier", *best_of_pair(ours, sklearn, 9), 0.4)
+        report(f"fit: 1000 epochs vs MLPClassifier{name}", *best_of_pair(ours, sklearn, 9),
+               limit)
 
 
 def bench_logging() -> None:
@@ -192,28 +205,16 @@ def bench_compose() -> None:
     point composed as its launcher will, validated, hashed and named: the grid's plan), for the
     default 27 points and for 1,000, against composing each of the 27 through Hydra's own
     config loader."""
-    from types import SimpleNamespace
+    from hydra_plugins.annlab_sweeper._compose import expand
 
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    import pipelines  # noqa: F401  (the schema)
-    from hydra_plugins.annlab_sweeper._compose import compose_jobs, expand
-    from hydra_plugins.annlab_sweeper._grid import plan
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        loader = GlobalHydra.instance().config_loader()
-        master = compose(config_name="config", overrides=["sweep=default"],
-                         return_hydra_config=True)
-        sweeper = SimpleNamespace(compose_all=lambda pts: compose_jobs(loader, master, pts))
-        line = [f"{k}={v}" for k, v in master.hydra.sweeper.params.items()]
+    with grid_planner() as (plan, line, (loader, master)):
         points, _ = expand(line)
-        ours, hydra = best_of_pair(lambda: plan(sweeper, [*line, "sweep=default"]),
+        ours, hydra = best_of_pair(lambda: plan(line),
                                    lambda: [loader.load_sweep_config(master, p) for p in points],
                                    2)
         large = ["model.hidden_nodes=range(1,11)", "train.learning_rate=0.05,0.1,0.2,0.5,1,2,5,"
-                 "10,20,50", "seed=range(10)", "sweep=default"]
-        thousand = best_of(lambda: plan(sweeper, large), 1)
+                 "10,20,50", "seed=range(10)"]
+        thousand = best_of(lambda: plan(large), 1)
     report("compose and check: 27 points", ours, hydra, None, "Hydra's loader (compose only)")
     target("compose and check: 1,000 points", thousand, "s", 5)
 
@@ -377,19 +378,77 @@ BENCHMARKS = {"fit": bench_fit, "logging": bench_logging, "gif": bench_gif,
               "compose": bench_compose, "run": bench_run, "sweep": bench_sweep,
               "server": bench_server, "server-sweep": bench_server_sweep,
               "auth-sweep": bench_auth_sweep, "ray": bench_ray,
-              "tune": bench_tune, "tune-seeds": bench_tune_seeds, "search": bench_search}
+              "tune": bench_tune, "tune-seeds": bench_tune_seeds, "search": bench_search,
+              "scale": bench_scale, "scale-server": bench_scale_server, "peer": bench_peer}
+DOC = REPO / "docs" / "benchmarks.md"
+COLUMNS = ("bench", "measured", "figure", "annlab", "baseline or note", "ratio", "target")
 
 
 def main(names: list[str]) -> None:
     for name in names:
         if name not in BENCHMARKS:
             sys.exit(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+    ran = {}
     for name in names or list(BENCHMARKS):
+        first = len(ROWS)
         BENCHMARKS[name]()
+        ran[name] = ROWS[first:]
     print("\n| benchmark | annlab | baseline or note | ratio | target |\n"
           "| --- | --- | --- | --- | --- |")
     for row in ROWS:
         print("| " + " | ".join(row) + " |")
+    write_doc(ran, datetime.date.today().isoformat())
+    print(f"\nwrote {DOC.relative_to(REPO)}")
+
+
+def write_doc(ran: dict[str, list[tuple[str, ...]]], when: str) -> None:
+    """docs/benchmarks.md: what each benchmark measures (its docstring's first sentence) and
+    one table, the rows of the benchmarks in ``ran`` (measured ``when``) replacing theirs and
+    the other rows kept from the file."""
+    rows = {name: [] for name in BENCHMARKS}
+    for row in doc_rows():
+        if row[0] not in ran:
+            rows.setdefault(row[0], []).append(row)
+    for name, new in ran.items():
+        rows[name] = [(name, when, *row) for row in new]
+    lines = [
+        "# Benchmarks (`make bench`)", "",
+        "Written by `bench/bench.py` (`make bench` runs every benchmark; `python bench/bench.py "
+        "scale peer` some of them): each figure against its baseline, measured side by side "
+        "in the same run, or against a fixed target. A run replaces the rows of the "
+        "benchmarks it ran and keeps the others, so rows may come from different days "
+        "(`measured`). Absolute times depend on the machine (a 2-core virtual machine, shared "
+        "with other work; the notes give the load where it matters): compare the ratios.", "",
+        *(f"- `{name}`: {summary(fn)}" for name, fn in BENCHMARKS.items()), "",
+        table_line(COLUMNS), table_line(["---"] * len(COLUMNS)),
+        *(table_line(row) for name in rows for row in rows[name])]
+    DOC.write_text("\n".join(lines) + "\n")
+
+
+def table_line(cells) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def doc_rows() -> list[tuple[str, ...]]:
+    """The table rows docs/benchmarks.md holds now (none if it has no such table)."""
+    if not DOC.exists():
+        return []
+    rows, table = [], False
+    for line in DOC.read_text().splitlines():
+        cells = tuple(c.strip().replace("\\|", "|")
+                      for c in re.split(r"(?<!\\)\|", line.strip())[1:-1])
+        if cells == COLUMNS:
+            table = True
+        elif table and len(cells) == len(COLUMNS) and not set(cells[0]) <= {"-"}:
+            rows.append(cells)
+    return rows
+
+
+def summary(fn) -> str:
+    """A benchmark's docstring's first sentence, on one line, Sphinx roles as code."""
+    text = " ".join(inspect.getdoc(fn).split())
+    text = re.sub(r":\w+:`", "`", text)
+    return re.split(r"(?<=[.;])\s+(?=[A-Z`~])", text, maxsplit=1)[0]
 
 
 if __name__ == "__main__":

@@ -100,10 +100,26 @@ def forward(X, coefs, intercepts, activation):
 
 def loss(logp, Y, coefs, reg_lambda):
     """Mean cross-entropy (Y one-hot) plus the L2 penalty reg_lambda / (2 n) * sum(W**2)."""
-    n = len(Y)
-    penalty = sum(np.vdot(W, W) for W in coefs) if reg_lambda else 0.0
+    return _loss(logp, Y, _penalty(coefs, reg_lambda))
+
+
+def _penalty(coefs, reg_lambda):
+    """reg_lambda / 2 * sum(W**2), :func:`loss`'s L2 term before the division by n: once an
+    epoch, for its training and validation losses."""
+    return reg_lambda / 2 * (sum(np.vdot(W, W) for W in coefs) if reg_lambda else 0.0)
+
+
+def _loss(logp, Y, penalty):
     # .T views of the column-major arrays are contiguous: vdot then needs no copies.
-    return (reg_lambda / 2 * penalty - np.vdot(Y.T, logp.T)) / n
+    return (penalty - np.vdot(Y.T, logp.T)) / len(Y)
+
+
+def _misclassified(logp, labels):
+    """Rows whose largest log-probability (the first, on ties) is not their label's. Two
+    classes take one column comparison: argmax along the rows of a column-major array copies
+    it and loops row by row, slower than the loss (ties and all-NaN rows: class 0 either way)."""
+    predicted = logp[:, 1] > logp[:, 0] if logp.shape[1] == 2 else logp.argmax(1)
+    return np.count_nonzero(predicted != labels)
 
 
 def gradients(acts, logp, Y, coefs, activation, reg_lambda):
@@ -286,10 +302,11 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
                 # The post-update pass gives this epoch's metrics and the next epoch's gradient.
                 passes = _forward(train.inputs, layers, self.activation, out=passes)
                 self.n_iter_ += 1
-                self._record("train", passes[1], train)
+                penalty = _penalty(self.coefs_, self.reg_lambda)
+                self._record("train", passes[1], train, penalty)
                 if val is not None:
                     val_passes = _forward(val.inputs, layers, self.activation, out=val_passes)
-                    self._record("val", val_passes[1], val)
+                    self._record("val", val_passes[1], val, penalty)
                 if callback is not None and callback(self):
                     break
         return self
@@ -302,14 +319,14 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
             self._step(*_forward(train.inputs[rows], layers, self.activation),
                        train.targets[rows], layers, grads)
 
-    def _record(self, split: str, logp, data: _Labelled) -> None:
+    def _record(self, split: str, logp, data: _Labelled, penalty) -> None:
         """The epoch's loss and misclassification on ``split``; a non-finite training loss is
         a divergence."""
-        value = loss(logp, data.targets, self.coefs_, self.reg_lambda)
+        value = _loss(logp, data.targets, penalty)
         if split == "train" and not math.isfinite(value):
             raise DivergenceError(self.n_iter_, value)
         self.history_[f"{split}_loss"].append(float(value))
-        wrong = np.count_nonzero(logp.argmax(1) != data.labels)
+        wrong = _misclassified(logp, data.labels)
         self.history_[f"{split}_misclassification"].append(wrong / len(data.labels))
 
     def _step(self, acts, logp, Y, layers, grads):
