@@ -66,13 +66,21 @@ def compose_jobs(loader, master: DictConfig, points: Sequence[Sequence[str]]
     repository = getattr(loader, "repository", None)
     parser = OverridesParser.create()
     bases: dict[tuple[str, ...], DictConfig] = {}
+    # A grid's points share their overrides (an axis's values): each is parsed and classified
+    # once, not once a point.
+    parsed_once: dict[str, tuple[Override, bool]] = {}
     for point in points:
-        parsed = parser.parse_overrides(list(point))
         if repository is None:
             yield _without_hydra(loader.load_sweep_config(master, list(point)))
             continue
-        values = [o for o in parsed if _sets_a_value(o, repository)]
-        composed = tuple(o.input_line for o in parsed if not _sets_a_value(o, repository))
+        parsed = []
+        for line in point:
+            if line not in parsed_once:
+                (override,) = parser.parse_overrides([line])
+                parsed_once[line] = override, _sets_a_value(override, repository)
+            parsed.append(parsed_once[line])
+        values = [o for o, value in parsed if value]
+        composed = tuple(o.input_line for o, value in parsed if not value)
         if composed not in bases:
             bases[composed] = _without_hydra(loader.load_sweep_config(master, list(composed)))
         cfg = copy.deepcopy(bases[composed])
