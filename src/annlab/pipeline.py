@@ -156,11 +156,14 @@ def run_experiment(spec: RunSpec, overrides: Sequence[str], out_dir: Path,
     Re-raises a failure inside the run after recording it (FAILED, or KILLED on an interrupt).
     """
     uri, parent = spec.tracking.uri, spec.tracking.parent_run_id
-    experiment = tracking.open(uri, spec.tracking.experiment, job=job)
-    if parent is not None and not job:
-        experiment.check_parent(parent)
-    elif parent is not None and not experiment.parent_open(parent):
-        raise ParentClosed(f"{spec.name} not started: its sweep or study has stopped")
+    if job and parent is not None:
+        experiment = tracking.open_job(uri, spec.tracking.experiment, parent)
+        if experiment is None:
+            raise ParentClosed(f"{spec.name} not started: its sweep or study has stopped")
+    else:
+        experiment = tracking.open(uri, spec.tracking.experiment, job=job)
+        if parent is not None:
+            experiment.check_parent(parent)
     tags = {names.DATASET: spec.data.label}
     if spec.tune is not None and spec.tune.trial is not None:
         tags |= {names.STUDY: spec.tune.study, names.TRIAL: spec.tune.trial}

@@ -47,7 +47,7 @@ for _name, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
 
 __all__ = ["BEST_VIEW_STATE", "Curves", "Experiment", "ModelMetric", "Record", "Registered", "Run",
            "Store", "TrackingError", "connect", "file_lock", "first_line", "is_server",
-           "model_uri", "open", "register", "register_given", "resolve_uri",
+           "model_uri", "open", "open_job", "register", "register_given", "resolve_uri",
            "serving_example", "sqlite_path"]
 
 
@@ -61,3 +61,9 @@ def open(uri: str, experiment: str, job: bool = False) -> Experiment:
     """The experiment ``experiment`` of the store at ``uri``, created if new. For a sweep's
     ``job`` its launching process has opened both already: it is only looked up."""
     return Experiment.open(Store(uri, job), experiment, job)
+
+
+def open_job(uri: str, experiment: str, parent_run_id: str) -> Experiment | None:
+    """A sweep's or study's job's experiment, from its parent run; None if the parent has
+    ended (see :meth:`Experiment.of_parent`)."""
+    return Experiment.of_parent(Store(uri, True), experiment, parent_run_id)

@@ -220,10 +220,18 @@ class Experiment:
             raise TrackingError(f"no experiment with id {experiment_id!r} in {store.uri}"
                                 ) from err
 
-    def parent_open(self, run_id: str) -> bool:
-        """Whether a job's parent still runs: a sweep stopped (Ctrl-C) closes it, and a job its
+    @classmethod
+    def of_parent(cls, store: Store, name: str, parent_run_id: str) -> Experiment | None:
+        """A sweep's or study's job's experiment, read from its parent run (its launching
+        process opened both): one request, which also says whether the parent still runs.
+        None once it has ended: a sweep stopped (Ctrl-C) closes its parent, and a job its
         launcher had queued must not start after that."""
-        return self.store.client.get_run(run_id).info.status == Status.RUNNING
+        try:
+            info = store.client.get_run(parent_run_id).info
+        except (MlflowException, SQLAlchemyError) as err:
+            store.check_reachable(f"experiment {name!r} cannot be opened", cause=err)
+            raise TrackingError(f"tracking store {store.uri}: {first_line(err)}") from err
+        return cls(store, info.experiment_id, name) if info.status == Status.RUNNING else None
 
     def check_parent(self, run_id: str) -> None:
         """``tracking.parent_run_id`` given by hand names a run of this experiment."""
