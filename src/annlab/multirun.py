@@ -20,7 +20,7 @@ from annlab import interrupts, names, tracking
 from annlab.errors import AnnlabError, Stopped
 from annlab.names import Status
 
-POLL_SECONDS = 0.5  # how often the launching process looks for jobs that ended, at first
+POLL_SECONDS = 1.0  # how often the launching process looks for jobs that ended, at first
 MAX_POLL_SECONDS = 5.0  # ... and at most, while none does
 Parent = tuple[tracking.Run, bool]  # a sweep's or study's parent run, and whether it resumed
 
