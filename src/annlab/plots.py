@@ -408,28 +408,33 @@ def curve_style(curve: pd.Series, label: str) -> dict:
     return {"label": label, "lw": 1.3, "alpha": 1.0, "zorder": 3}
 
 
-def tile_images(images: Mapping[str, Path], path: Path, width: int = 1600) -> Path:
+def tile_images(images: Mapping[str, Path], path: Path, width: int = 1600,
+                title: str | None = None) -> Path:
     """The images side by side (in the given order), in rows of up to five, each under a band
-    with its name, the whole sheet ``width`` pixels wide at most."""
+    with its name, the whole sheet ``width`` pixels wide at most; ``title`` in a band above
+    them all. The images are taken to share one aspect ratio (a run's figures do)."""
     columns = max(1, min(5, math.ceil(math.sqrt(len(images)))))  # 4 -> 2x2, 9 -> 3x3
     tile_width = min(400, width // columns)
     font = ImageFont.load_default(size=max(12, tile_width // 18))
     band = round(font.size * 1.5)
-    tiles = []
-    for name, file in images.items():
+    top = band if title else 0
+    sheet = None
+    for k, (name, file) in enumerate(images.items()):  # each pasted as it is read
         with Image.open(file) as img:
             img = img.convert("RGB").resize(
                 (tile_width, round(img.height * tile_width / img.width)),
                 Image.Resampling.LANCZOS)
-        tile = Image.new("RGB", (tile_width, img.height + band), "white")
-        tile.paste(img, (0, band))
-        ImageDraw.Draw(tile).text((6, band // 5), name, fill="black", font=font)
-        tiles.append(tile)
-    rows = -(-len(tiles) // columns)
-    height = max((t.height for t in tiles), default=1)
-    sheet = Image.new("RGB", (columns * tile_width, max(rows, 1) * height), "white")
-    for k, tile in enumerate(tiles):
-        sheet.paste(tile, ((k % columns) * tile_width, (k // columns) * height))
+        height = img.height + band
+        if sheet is None:
+            rows = -(-len(images) // columns)
+            sheet = Image.new("RGB", (columns * tile_width, top + rows * height), "white")
+        x, y = (k % columns) * tile_width, top + (k // columns) * height
+        sheet.paste(img, (x, y + band))
+        ImageDraw.Draw(sheet).text((x + 6, y + band // 5), name, fill="black", font=font)
+    if sheet is None:
+        sheet = Image.new("RGB", (tile_width, max(top, 1)), "white")
+    if title:
+        ImageDraw.Draw(sheet).text((6, band // 5), title, fill="black", font=font)
     sheet.save(path, optimize=False)
     return path
 

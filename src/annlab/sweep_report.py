@@ -205,13 +205,22 @@ def _figures(store: tracking.Store, part: pd.DataFrame, dataset: str,
     paths.append(plots.plot_curves(curve_panels(finished, curves),
                                    f"{dataset}: validation curves of every configuration",
                                    files["curves"]))
+    tiled, title = finished, None
+    if len(finished) > MAX_BOUNDARIES:  # a sheet of every one would be a 30,000-pixel strip
+        best = finished["val_misclassification"].to_numpy().argsort(kind="stable")
+        tiled = finished.iloc[sorted(best[:MAX_BOUNDARIES])]  # in the grid's order
+        title = (f"{dataset}: final boundaries of the {MAX_BOUNDARIES} best of "
+                 f"{len(finished)} configurations (validation misclassification)")
     with tempfile.TemporaryDirectory() as tmp:
         finals = {r.run_name: _final_boundary(tracking.Run(store, r.run_id),
                                               results.get(r.run_id), Path(tmp) / r.run_id)
-                  for r in finished.itertuples()}
+                  for r in tiled.itertuples()}
         if finals:
-            paths.append(plots.tile_images(finals, files["boundaries"]))
+            paths.append(plots.tile_images(finals, files["boundaries"], title=title))
     return paths
+
+
+MAX_BOUNDARIES = 50  # final boundaries on a dataset's sheet: its best, beyond this many
 
 
 PRINTED_ROWS = 10  # of each dataset's configs, the best

@@ -121,3 +121,16 @@ def test_tiles_are_named_and_fit_1600_pixels(tmp_path):
         assert sheet.width <= 1600 and sheet.height > sheet.width * 0.6  # 5 rows of 5
         assert sheet.getpixel((10, sheet.height - 10))[0] == 200  # tile 20 starts the last row
         assert sheet.getpixel((sheet.width - 10, sheet.height - 10))[0] == 240  # and 24 ends it
+
+
+def test_a_titled_sheet_has_its_title_above_the_tiles(tmp_path):
+    sources = {f"run-{k}": tmp_path / f"{k}.png" for k in range(4)}
+    for k, path in enumerate(sources.values()):
+        Image.new("RGB", (400, 300), (0, 0, 50 * (k + 1))).save(path)
+    plain = plots.tile_images(sources, tmp_path / "plain.png")
+    titled = plots.tile_images(sources, tmp_path / "titled.png", title="the best 4")
+    with Image.open(plain) as a, Image.open(titled) as b:
+        band = b.height - a.height
+        assert a.width == b.width and band > 0  # one band more, on top
+        assert a.getpixel((a.width - 1, a.height - 1)) == b.getpixel((b.width - 1, b.height - 1))
+        assert len(set(b.crop((0, 0, b.width, band)).getdata())) > 1  # the title's text

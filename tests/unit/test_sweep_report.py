@@ -85,3 +85,33 @@ def test_the_description_names_each_datasets_best_when_there_are_several():
     assert "Best on iris: **[iris-tanh-h2](#/experiments/7/runs/r2)**" in text
     single = sweep_report.describe("sweep-x", {}, table.iloc[:1], "7")
     assert "Best: **[tanh-h2](#/experiments/7/runs/r1)**" in single and "2 of 2" not in single
+
+
+@pytest.mark.parametrize("limit, tiled, title", [
+    (2, ["h2", "h5"], "moons: final boundaries of the 2 best of 6 configurations "
+                      "(validation misclassification)"),
+    (6, ["h1", "h2", "h3", "h4", "h5", "h6"], None)])
+def test_a_large_grids_boundary_sheet_holds_its_best_in_the_grids_order(
+        tmp_path, monkeypatch, limit, tiled, title):
+    import io
+
+    from PIL import Image
+
+    from annlab import plots
+
+    vals = {1: 0.3, 2: 0.1, 3: 0.2, 4: 0.25, 5: 0.05, 6: 0.1}  # h2 and h6 tie: h2 first
+    runs = [_record(f"h{h}", f"c{h}", "FINISHED", v, **{"model.hidden_nodes": str(h)})
+            for h, v in vals.items()]
+    swept = {"model.hidden_nodes": [str(h) for h in vals]}
+    table = sweep_report.summary_table(runs, {f"c{h}": (f"h{h}", "moons") for h in vals},
+                                       list(swept))
+    png = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(png, format="PNG")
+    results = {r.run_id: {"val_curve": [0.5, r.metrics["val_misclassification"]],
+                          "boundary_final": png.getvalue()} for r in runs}
+    seen = {}
+    monkeypatch.setattr(sweep_report, "MAX_BOUNDARIES", limit)
+    monkeypatch.setattr(plots, "tile_images", lambda images, path, title=None: seen.update(
+        names=list(images), title=title) or path)
+    sweep_report._figures(None, table, "moons", swept, results, tmp_path)
+    assert seen == {"names": tiled, "title": title}
