@@ -215,4 +215,5 @@ def test_conf_tune_default_is_a_valid_study(resolved):
     assert tune.study == "moons" and tune.space["model.activation"]["type"] == "categorical"
     assert set(tune.space) >= {"model.activation", "model.hidden_nodes",
                                "train.learning_rate"}
-    assert tune.trial is None and tune.pruner.name == "successive_halving"
+    assert "train.reg_lambda" in tune.space and tune.n_trials == 10
+    assert tune.trial is None and tune.pruner.name == "threshold"
