@@ -312,19 +312,21 @@ def test_eight_concurrent_runs_lose_and_repeat_no_point(live_server, tmp_path, e
         assert_every_point_once(client, r.info.run_id, epochs)
 
 
+def children_in(server, experiment, status):
+    """What wait_for watches: the sweep's children in ``status``."""
+    return lambda: [k for k in parents_and_children(server.url, experiment)[1]
+                    if k.info.status == status]
+
+
 def test_a_server_restarted_mid_sweep_loses_and_repeats_no_point(live_server, tmp_path,
                                                                   experiment):
     server, epochs = live_server, 600
     argv = sweep_argv(tmp_path / "sweep", server.url, experiment, *SLOW_JOB,
                       "model.activation=tanh,relu", "model.hidden_nodes=3",
                       "train.learning_rate=0.5")
-
-    def a_job_running():
-        return [k for k in parents_and_children(server.url, experiment)[1]
-                if k.info.status == "RUNNING"]
-
     with started(argv) as proc:
-        (first,) = wait_for(a_job_running, 120, "the first job's run", proc)
+        (first,) = wait_for(children_in(server, experiment, "RUNNING"), 120,
+                            "the first job's run", proc)
         assert proc.poll() is None
         took = server.restart()  # the same port; well within MLflow's ~30 s of retries
         back = time.time() * 1000
@@ -351,13 +353,8 @@ def test_jobs_starting_while_the_server_restarts_wait_for_it(live_server, tmp_pa
     argv = sweep_argv(tmp_path / "sweep", server.url, experiment, *SLOW_JOB,
                       "model.activation=tanh,relu,sigmoid", "model.hidden_nodes=3",
                       "train.learning_rate=0.5")
-
-    def one_finished():
-        return [k for k in parents_and_children(server.url, experiment)[1]
-                if k.info.status == "FINISHED"]
-
     with started(argv) as proc:
-        wait_for(one_finished, 120, "the first job's end", proc)
+        wait_for(children_in(server, experiment, "FINISHED"), 120, "the first job's end", proc)
         took = server.restart()  # the next job starts meanwhile
         out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0 and "FAILED" not in out, (took, out, err)
