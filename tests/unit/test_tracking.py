@@ -335,3 +335,28 @@ def test_a_store_of_an_older_mlflow_is_one_line_after_a_short_look(tmp_path, mon
                                                      "db upgrade") as info:
         tracking.open(f"sqlite:///{db}", "annlab")
     assert "\n" not in str(info.value)
+
+
+def test_a_tables_schema_is_read_from_its_first_rows_and_its_profile_from_all(
+        store_uri, experiment, monkeypatch):
+    """MLflow infers a schema value by value; annlab's tables (one dtype a column, nothing
+    missing) give the same one from their first rows, and the profile counts every row."""
+    import json
+
+    import numpy as np
+    from mlflow.data import from_pandas
+
+    from annlab.model_io import table
+    from annlab.tracking import runs
+
+    monkeypatch.setattr(runs, "SCHEMA_ROWS", 10)
+    X = np.random.default_rng(0).random((250, 3))
+    labels = np.array(["setosa", "versicolor"])[np.arange(250) % 2]
+    frame = table(X, labels, ["a", "b", "c"], "species")
+    with tracking.open(store_uri, experiment).start_run("r") as run:
+        run.log_datasets("t", {"train": frame}, {"train": "d"}, {"train": {"seed": 0}},
+                         "species")
+    (logged,) = MlflowClient(store_uri).get_run(run.run_id).inputs.dataset_inputs
+    whole = from_pandas(frame, targets="species", name="t", digest="d").to_dict()
+    assert logged.dataset.schema == whole["schema"]
+    assert json.loads(logged.dataset.profile) == {"num_rows": 250, "num_elements": 1000}

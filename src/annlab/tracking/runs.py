@@ -419,6 +419,9 @@ class AlreadyRunning(TrackingError):
 
 
 FLUSH_SECONDS = 5.0  # how often a training run's new curve points are sent
+# MLflow infers a table's schema value by value (30 s for 600,000 rows of 20 columns); annlab's
+# tables have one dtype a column and no missing values, so their first rows give the same one.
+SCHEMA_ROWS = 1000
 
 
 class Curves:
@@ -562,9 +565,11 @@ class Run:
                 warnings.filterwarnings("ignore", "The specified dataset source can be "
                                         "interpreted in multiple ways")
                 warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer")
-                data = from_pandas(frame, source=str(source) if isinstance(source, Path)
-                                   else CodeDatasetSource(dict(source)), targets=target,
-                                   name=name, digest=digests[context]).to_dict()
+                kw = {"source": str(source) if isinstance(source, Path)
+                      else CodeDatasetSource(dict(source)), "targets": target, "name": name,
+                      "digest": digests[context]}
+                data = from_pandas(frame.head(SCHEMA_ROWS), **kw).to_dict() | {
+                    "profile": json.dumps(from_pandas(frame, **kw).profile)}  # all its rows
             inputs.append(DatasetInput(Dataset(**data), [InputTag(names.DATASET_CONTEXT,
                                                                   context)]))
         try:
@@ -600,7 +605,8 @@ class Run:
                                                                           index=False))}
         mlmodel = Model(artifact_path=model.artifact_location, model_uuid=model.model_id,
                         run_id=self.run_id, model_id=model.model_id,
-                        signature=infer_signature(features, predictions,
+                        signature=infer_signature(features.head(SCHEMA_ROWS),
+                                                  predictions[:SCHEMA_ROWS],
                                                   params={"predict_method": "predict"}),
                         metadata={names.SERVING_EXAMPLE: example})
         with tempfile.TemporaryDirectory() as tmp:
