@@ -50,6 +50,7 @@ BEST_RUN = "annlab.best_run"
 BEST_RUN_NAME = "annlab.best_run_name"
 STUDY = "annlab.study"  # a tuning study's parent run: the study's name
 STUDY_STORAGE = "annlab.study_storage"  # where the Optuna study lives
+STUDY_KEY = "annlab.study_key"  # which study of that name and storage (one made anew)
 TRIAL = "annlab.trial"  # a trial's child run: the trial's number
 PRUNED_AT = "annlab.pruned_at"  # a pruned trial: the last epoch it trained (it ends FINISHED)
 REPRODUCES = "annlab.reproduces"

@@ -35,6 +35,7 @@ import contextlib
 import hashlib
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -71,6 +72,7 @@ STORE_ATTR = "annlab.tracking_store"  # ... the tracking store its trials are tr
 EXPERIMENT_ATTR = "annlab.experiment"  # ... and the experiment
 BATCH_ATTR = "annlab.batch"  # a trial's batch: asked together, told before the next is asked
 ASKER_ATTR = "annlab.asker"  # the process that asked the trial and tells the study its end
+KEY_ATTR = "annlab.study_key"  # the study's own id, made with it: its parent's key
 # TPE samples at random until this many trials have ended: fewer or more reached the grid's
 # best about as often on the tuning benchmark, this count a little more (docs/tuning.md).
 TPE_STARTUP_TRIALS = 6
@@ -334,7 +336,8 @@ def settle(study: optuna.Study, experiment: tracking.Experiment, parent_run_id: 
     """Make each of ``trials`` that is still RUNNING in the study agree with its run, once its
     job is over (waiting up to ``wait`` seconds for jobs that still write their runs): a
     FINISHED run makes the trial COMPLETE with the run's final validation misclassification,
-    or PRUNED if the run was; otherwise (KILLED, FAILED, no run, or a run whose process is
+    or PRUNED if the run was; a FAILED run (its config fails: it diverged) makes it FAIL, as
+    when the study is told so directly; otherwise (KILLED, no run, or a run whose process is
     gone, which is closed KILLED first) the trial is failed and asked again with the same
     values. Returns the numbers of the trials left RUNNING, their jobs still running: the next
     command settles them."""
@@ -363,6 +366,9 @@ def settle(study: optuna.Study, experiment: tracking.Experiment, parent_run_id: 
                 study.tell(t.number, state=TrialState.PRUNED)
             else:
                 study.tell(t.number, run.metrics[OBJECTIVE])
+        elif run is not None and run.status == Status.FAILED:  # its config fails (diverges):
+            study._storage.set_trial_user_attr(trial_id(t), RUN_ATTR, run.run_id)
+            study.tell(t.number, state=TrialState.FAIL)  # not asked again, as _tell does
         else:
             retry(study, t.number)
     return sorted(live)
@@ -469,10 +475,15 @@ def run(base: RunSpec, point: list[str], url: str, batch: int, launch: Launch,
 def _parent(experiment: tracking.Experiment, study: optuna.Study, created: bool, t: TuneSpec,
             url: str, dataset: str) -> tuple[tracking.Run, bool]:
     """The study's one parent run: made by the process that created the study, found by the
-    others through the study's user attribute."""
+    others through the study's user attribute. A study made anew under the same name and
+    storage (its database deleted) gets a parent of its own, not the earlier study's."""
+    if created:
+        study.set_user_attr(KEY_ATTR, uuid.uuid4().hex)
     if created or PARENT_ATTR in study.user_attrs:
-        parent, resumed = experiment.parent_run({names.STUDY: t.study, names.STUDY_STORAGE: url},
-                                                f"study-{t.study}", "pipelines/run.py",
+        key = {names.STUDY: t.study, names.STUDY_STORAGE: url}
+        if KEY_ATTR in study.user_attrs:  # studies made before it was kept have none
+            key[names.STUDY_KEY] = study.user_attrs[KEY_ATTR]
+        parent, resumed = experiment.parent_run(key, f"study-{t.study}", "pipelines/run.py",
                                                 {names.DATASET: dataset})
         study.set_user_attr(PARENT_ATTR, parent.run_id)
         return parent, resumed

@@ -274,8 +274,9 @@ def _dead_process() -> str:
 
 def test_settling_makes_each_trial_agree_with_its_run(resolved, store_uri, tmp_path):
     """After an interrupt, or a process that died: a finished run completes (or prunes) its
-    trial with the run's own value; a killed, failed, missing or abandoned run fails it and
-    asks it again with its values; a run its job still writes is left to the next command."""
+    trial with the run's own value; a failed run (a config that diverged) fails it, as the
+    job's own report would; a killed, missing or abandoned run fails it and asks it again with
+    its values; a run its job still writes is left to the next command."""
     experiment = tracking.open(store_uri, "settle")
     client = experiment.store.client
     parent = client.create_run(experiment.id).info.run_id
@@ -309,9 +310,10 @@ def test_settling_makes_each_trial_agree_with_its_run(resolved, store_uri, tmp_p
     assert states[:7] == ["COMPLETE", "PRUNED", "FAIL", "FAIL", "FAIL", "RUNNING", "FAIL"]
     assert study.trials[0].value == 0.025 and study.trials[1].value == 0.2
     assert study.trials[0].user_attrs[tune.RUN_ATTR] == ids[0]
+    assert study.trials[3].user_attrs[tune.RUN_ATTR] == ids[3]
     copies = study.trials[7:]  # asked again, with the same values, in order
-    assert [c.state for c in copies] == [TrialState.WAITING] * 4
-    assert [c.params for c in copies] == [study.trials[n].params for n in (2, 3, 4, 6)]
+    assert [c.state for c in copies] == [TrialState.WAITING] * 3
+    assert [c.params for c in copies] == [study.trials[n].params for n in (2, 4, 6)]
     assert client.get_run(ids[4]).info.status == Status.KILLED  # its process is gone
     assert client.get_run(ids[5]).info.status == Status.RUNNING
     client.set_terminated(ids[5], Status.FINISHED)  # the job ends: the next command settles it
@@ -398,3 +400,26 @@ def test_the_launching_process_keeps_its_trials_alive_until_it_tells_them(resolv
     with sqlite3.connect(tmp_path / "o.db") as db:
         beats = db.execute("SELECT trial_id FROM trial_heartbeats").fetchall()
     assert sorted(beats) == sorted((tune.trial_id(trial),) for trial, _ in asked)
+
+
+def test_a_study_made_anew_under_its_old_name_gets_a_parent_of_its_own(resolved, store_uri,
+                                                                        experiment, tmp_path):
+    """Its database deleted, a study of the same name and storage is another study: its trials
+    must not be filed (and settled, and summarised) among the earlier study's."""
+    t = _tune(resolved)
+    exp = tracking.open(store_uri, experiment)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = optuna.create_study(study_name=t.study, storage=url)
+    parent, resumed = tune._parent(exp, first, True, t, url, "moons")
+    assert not resumed
+    parent.end(Status.FINISHED)
+    again, resumed = tune._parent(exp, optuna.load_study(study_name=t.study, storage=url), False,
+                                  t, url, "moons")  # the same study rerun: its parent resumed
+    assert (again.run_id, resumed) == (parent.run_id, True)
+    again.end(Status.FINISHED)
+    (tmp_path / "optuna.db").unlink()
+    fresh = optuna.create_study(study_name=t.study, storage=url)
+    new, resumed = tune._parent(exp, fresh, True, t, url, "moons")
+    assert new.run_id != parent.run_id and not resumed
+    assert tracking.Run(exp.store, new.run_id).record().tags[names.STUDY_KEY] == \
+        fresh.user_attrs[tune.KEY_ATTR]
