@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -72,8 +73,8 @@ def measured(*args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
               without: str = "", started: Callable[[int], object] | None = None,
               entry: list[str] | None = None) -> tuple[float, float]:
     """(wall seconds, peak resident MB) of ``python -m pipelines.run <args>`` (or of
-    ``python <entry> <args>``); ``started(pid)`` is called as soon as it runs. The peak is
-    wait4's: the process's own, or a descendant's that it waited for if that was higher."""
+    ``python <entry> <args>``); ``started(pid)`` is called as soon as it runs. The peak is the
+    process's own (:class:`PeakSampler`)."""
     import subprocess
 
     if entry is None:
@@ -85,14 +86,41 @@ def measured(*args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
         proc = subprocess.Popen([*prefix, sys.executable, *entry, *args],
                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, text=True,
                                 env=env)
+        peak = PeakSampler(proc.pid)
         if started is not None:
             started(proc.pid)
-        _, status, usage = os.wait4(proc.pid, 0)  # this process's own peak, not its parent's
+        _, status, _ = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
+        peak.stop()
         if os.waitstatus_to_exitcode(status) != 0:
             err.seek(0)
             sys.exit(f"`{' '.join(entry)} {' '.join(args)}` failed:\n{err.read()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, peak.mb
+
+
+class PeakSampler:
+    """One process's peak resident memory: its VmHWM (which only grows), read every 20 ms
+    while it runs. Not wait4's ru_maxrss: Linux carries the high-water mark of the process
+    that exec'd it over, so a child of this (large) process would report this one's peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.mb, self._stop = 0.0, threading.Event()
+
+        def sample() -> None:
+            while True:
+                with contextlib.suppress(OSError, ValueError):
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.mb = max(self.mb, int(line.split()[1]) / 1024)
+                if self._stop.wait(0.02):
+                    return
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def target(name: str, value: float, unit: str, limit: float | None, note: str = "") -> None:

@@ -46,8 +46,7 @@ class Sweep:
     """A sweep's wall, the launching process's peak memory, and its store afterwards."""
 
     wall: float
-    peak_mb: float  # VmHWM of the launching process alone, sampled every 0.1 s
-    wait4_mb: float  # wait4's ru_maxrss: the launching process or a descendant it waited for
+    peak_mb: float  # the launching process's own (common.PeakSampler)
     started: float  # epoch seconds, just before the command
     loads: tuple[float, float]  # 1-minute load average at its start and end
     runs: list = field(default_factory=list)  # MLflow Run objects, parent first
@@ -79,13 +78,11 @@ def sweep(args: list[str], uri: str, sweep_dir: str, started=lambda pid: None) -
     """``make sweep`` with ``args`` into ``uri`` (joblib launcher), as a user runs it, after
     waiting (a minute at most) for the machine to quieten; ``started(pid)`` as it starts."""
     start_load = wait_idle(1.0, time.monotonic() + 60)
-    hwm = _PeakSampler()
     begun = time.time()
-    wall, wait4_mb = measured("sweep=default", "hydra/launcher=joblib", *args,
-                              f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}",
-                              started=lambda pid: (hwm.start(pid), started(pid)))
-    hwm.stop()
-    return Sweep(wall, hwm.peak_mb, wait4_mb, begun, (start_load, os.getloadavg()[0]))
+    wall, peak_mb = measured("sweep=default", "hydra/launcher=joblib", *args,
+                             f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}",
+                             started=started)
+    return Sweep(wall, peak_mb, begun, (start_load, os.getloadavg()[0]))
 
 
 def read_runs(result: Sweep, uri: str) -> Sweep:
@@ -103,29 +100,6 @@ def read_runs(result: Sweep, uri: str) -> Sweep:
     result.children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     result.runs = [r for r in runs if "mlflow.parentRunId" not in r.data.tags] + result.children
     return result
-
-
-class _PeakSampler:
-    """The peak resident memory of one process (its VmHWM, which only grows), read every 0.1 s
-    while it runs: wait4's figure would be a forked worker's when that is higher."""
-
-    def __init__(self) -> None:
-        self.peak_mb, self._stop, self._thread = 0.0, threading.Event(), None
-
-    def start(self, pid: int) -> None:
-        def sample() -> None:
-            while not self._stop.wait(0.1):
-                with contextlib.suppress(OSError, ValueError):
-                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                        if line.startswith("VmHWM:"):
-                            self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def artifact_bytes(root: Path, parent_id: str) -> tuple[int, Counter]:
@@ -167,7 +141,7 @@ def report_sweep(name: str, result: Sweep, floor: tuple[float, float], store_byt
     target(f"{name}: time to the first job", result.first_job, "s", first_job_limit,
            "from the command's start to the first child run's start_time")
     target(f"{name}: launching process peak RSS", result.peak_mb, "MB", None,
-           f"its VmHWM; wait4's ru_maxrss {result.wait4_mb:.0f} MB")
+           "its own VmHWM, read every 20 ms")
     target(f"{name}: artifact bytes per run", art / n / 1000, "KB", None,
            "KB a run: " + per_run_note(kinds, n))
     target(f"{name}: store size per run", store_bytes / n / 1000, "KB", 300,

@@ -81,9 +81,14 @@ def read(key: str, value: str, target: str, features: tuple[str, ...] | None,
 def _read(key: str, value: str, path: Path, mtime_ns: int, size: int, target: str,
           features: tuple[str, ...] | None) -> Table:
     """:func:`read`'s work, once per file identity (path, time and size) and columns."""
+    import pyarrow  # pandas' reader engine: imported with it, only when a file is read
+
     try:
         frame = (pd.read_csv(path, engine="pyarrow") if READERS[path.suffix.lower()] == "CSV"
                  else pd.read_parquet(path))
+        # The reader's buffers are freed but kept by pyarrow's allocator: handed back, the
+        # arrays made below reuse that memory instead of adding to the peak.
+        pyarrow.default_memory_pool().release_unused()
     except OSError as err:
         raise DataError(key, value, f"cannot read it: {err.strerror or err}") from None
     except Exception as err:  # the reader's own error: its first line says what it met
@@ -119,7 +124,7 @@ def _checked(key: str, value: str, path: Path, frame: pd.DataFrame, target: str,
         raise DataError(key, value, f"feature columns that are not numbers: "
                         f"{', '.join(map(repr, text))} (annlab encodes nothing itself: encode or "
                         "drop them, or choose data.features)")
-    missing = frame[[*chosen, target]].isna().sum()
+    missing = frame.isna().sum()[[*chosen, target]]  # no copy of the selected columns
     if missing.any():
         counts = ", ".join(f"{c!r}: {n}" for c, n in missing.items() if n)
         raise DataError(key, value, f"missing values ({counts}); annlab fills none: drop or "
