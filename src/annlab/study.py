@@ -475,22 +475,22 @@ def run(base: RunSpec, point: list[str], url: str, batch: int, launch: Launch,
 def _parent(experiment: tracking.Experiment, study: optuna.Study, created: bool, t: TuneSpec,
             url: str, dataset: str) -> tuple[tracking.Run, bool]:
     """The study's one parent run: made by the process that created the study, found by the
-    others through the study's user attribute. A study made anew under the same name and
-    storage (its database deleted) gets a parent of its own, not the earlier study's."""
+    others once it has named it in the study's user attribute. A study made anew under the
+    same name and storage (its database deleted) gets a parent of its own, not the earlier
+    study's: its key holds the study's own id."""
     if created:
         study.set_user_attr(KEY_ATTR, uuid.uuid4().hex)
-    if created or PARENT_ATTR in study.user_attrs:
-        key = {names.STUDY: t.study, names.STUDY_STORAGE: url}
-        if KEY_ATTR in study.user_attrs:  # studies made before it was kept have none
-            key[names.STUDY_KEY] = study.user_attrs[KEY_ATTR]
-        parent, resumed = experiment.parent_run(key, f"study-{t.study}", "pipelines/run.py",
-                                                {names.DATASET: dataset})
-        study.set_user_attr(PARENT_ATTR, parent.run_id)
-        return parent, resumed
-    deadline = time.monotonic() + 120  # the creating worker is making it
-    while PARENT_ATTR not in study.user_attrs and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return _parent(experiment, study, True, t, url, dataset)
+    else:  # the creating worker is making it
+        deadline = time.monotonic() + 120
+        while PARENT_ATTR not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(0.5)
+    key = {names.STUDY: t.study, names.STUDY_STORAGE: url}
+    if KEY_ATTR in (attrs := study.user_attrs):  # studies made before it was kept have none
+        key[names.STUDY_KEY] = attrs[KEY_ATTR]
+    parent, resumed = experiment.parent_run(key, f"study-{t.study}", "pipelines/run.py",
+                                            {names.DATASET: dataset})
+    study.set_user_attr(PARENT_ATTR, parent.run_id)
+    return parent, resumed
 
 
 def _job(point: list[str], trial: Trial, values: dict[str, Any], base: RunSpec,
