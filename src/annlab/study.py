@@ -360,15 +360,8 @@ def settle(study: optuna.Study, experiment: tracking.Experiment, parent_run_id: 
             tracking.Run(experiment.store, run.run_id).end(
                 Status.KILLED, f"{liveness.abandoned(run.tags, time.time())}; its trial "
                 "is asked again")
-        if run is not None and run.status == Status.FINISHED:
-            study._storage.set_trial_user_attr(trial_id(t), RUN_ATTR, run.run_id)
-            if run.pruned_at is not None:
-                study.tell(t.number, state=TrialState.PRUNED)
-            else:
-                study.tell(t.number, run.metrics[OBJECTIVE])
-        elif run is not None and run.status == Status.FAILED:  # its config fails (diverges):
-            study._storage.set_trial_user_attr(trial_id(t), RUN_ATTR, run.run_id)
-            study.tell(t.number, state=TrialState.FAIL)  # not asked again, as _tell does
+        if run is not None and run.status in (Status.FINISHED, Status.FAILED):
+            _told(study, t, run.run_id, run.status, run.pruned_at, run.metrics.get(OBJECTIVE))
         else:
             retry(study, t.number)
     return sorted(live)
@@ -517,14 +510,22 @@ def _tell(study: optuna.Study, trial: Trial, ret) -> None:
         result = ret.return_value
     except Exception:  # the job itself raised: recorded as FAILED by its run
         result = {"status": Status.FAILED}
-    if result.get("run_id"):  # each trial points to its run (the run to it: annlab.trial)
-        trial.set_user_attr(RUN_ATTR, result["run_id"])
-    if result.get("status") != Status.FINISHED:
-        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-    elif result.get("pruned_at") is not None:
-        study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+    _told(study, trial, result.get("run_id"), result.get("status"), result.get("pruned_at"),
+          result.get("value"))
+
+
+def _told(study: optuna.Study, trial: Trial | FrozenTrial, run_id: str | None, status,
+          pruned_at: int | None, value: float | None) -> None:
+    """Tell the study how the trial's run ended: FINISHED, its value (or pruned); anything
+    else, failed. The trial names its run (the run names it: annlab.trial)."""
+    if run_id:
+        Trial(study, trial_id(trial)).set_user_attr(RUN_ATTR, run_id)
+    if status != Status.FINISHED:
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+    elif pruned_at is not None:
+        study.tell(trial.number, state=TrialState.PRUNED, skip_if_finished=True)
     else:
-        study.tell(trial, result["value"], skip_if_finished=True)
+        study.tell(trial.number, value, skip_if_finished=True)
 
 
 # -- Optuna's private attributes, read here only ---------------------------------------------
