@@ -9,6 +9,7 @@ they really overlap.
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -31,6 +32,8 @@ for k, spec in enumerate(specs):  # imports are done: each child only runs and t
             sys.stdout.write(json.dumps({"seed": k, "run_id": result.run_id}) + "\n")
             sys.stdout.flush()
             code = 0
+        except BaseException:
+            traceback.print_exc()  # os._exit below would drop it
         finally:
             os._exit(code)
     children.append(pid)

@@ -1,5 +1,6 @@
 """The MLflow module: one-time store set-up, runs that always end, a dead server said fast."""
 
+import json
 import os
 import socket
 import time
@@ -360,3 +361,60 @@ def test_a_tables_schema_is_read_from_its_first_rows_and_its_profile_from_all(
     whole = from_pandas(frame, targets="species", name="t", digest="d").to_dict()
     assert logged.dataset.schema == whole["schema"]
     assert json.loads(logged.dataset.profile) == {"num_rows": 250, "num_elements": 1000}
+
+
+def _racing_tag_writes(monkeypatch, store_uri, error: str):
+    """MlflowClient.set_experiment_tag as it fails when another process writes the same key
+    between MLflow's read and its insert: that write lands, then this one raises ``error``;
+    returns the list of keys this process tried."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import BAD_REQUEST
+
+    real, tried = MlflowClient.set_experiment_tag, []
+
+    def racing(self, experiment_id, key, value):
+        tried.append(key)
+        if tried.count(key) == 1:
+            real(self, experiment_id, key, "theirs")
+            raise MlflowException(error, BAD_REQUEST)
+        return real(self, experiment_id, key, value)
+
+    monkeypatch.setattr(MlflowClient, "set_experiment_tag", racing)
+    return tried
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new experiment", "untagged one"])
+@pytest.mark.parametrize("error", [
+    '(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint '
+    '"experiment_tag_pk"', "(sqlite3.IntegrityError) UNIQUE constraint failed: "
+    "experiment_tags.key, experiment_tags.experiment_id"], ids=["postgresql", "sqlite"])
+def test_experiment_tags_another_process_writes_at_the_same_moment_end_as_ours(
+        store_uri, experiment, monkeypatch, existing, error):
+    client = MlflowClient(store_uri)
+    if existing:  # made by plain MLflow: annlab adds its kind tag and views on first open
+        client.create_experiment(experiment)
+    tried = _racing_tag_writes(monkeypatch, store_uri, error)
+    exp = tracking.open(store_uri, experiment)
+    tags = client.get_experiment(exp.id).tags
+    assert tried and all(tried.count(key) == 2 for key in tried)  # each tried once more
+    assert tags[names.EXPERIMENT_KIND] == "custom_model_development"
+    views = [k for k in tags if k.startswith(names.SHARED_VIEW)]
+    assert views and all(json.loads(tags[k])["state"] for k in views)
+
+
+def test_an_experiment_tag_that_fails_otherwise_is_not_tried_again(store_uri, experiment,
+                                                                    monkeypatch):
+    tried = _racing_tag_writes(monkeypatch, store_uri, "INVALID_PARAMETER_VALUE: too long")
+    with pytest.raises(tracking.TrackingError, match="too long"):
+        tracking.open(store_uri, experiment)
+    assert len(tried) == 1
+
+
+def test_launches_opening_a_new_experiment_at_once_share_it(store_uri, experiment):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(lambda _: tracking.open(store_uri, experiment).id, range(8)))
+    assert len(ids) == 1
+    tags = MlflowClient(store_uri).get_experiment(ids.pop()).tags
+    assert tags[names.EXPERIMENT_KIND] == "custom_model_development"

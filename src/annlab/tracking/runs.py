@@ -192,18 +192,20 @@ class Experiment:
                 try:
                     experiment_id = client.create_experiment(name, artifact_location,
                                                              EXPERIMENT_TAGS)
+                except MlflowException:  # created meanwhile by someone else: use theirs
+                    if (found := client.get_experiment_by_name(name)) is None:
+                        raise
+                else:
                     experiment = cls(store, experiment_id, name)
                     experiment.save_views()
                     return experiment
-                except MlflowException:  # created meanwhile by someone else: use theirs
-                    found = client.get_experiment_by_name(name)
             if found.lifecycle_stage == "deleted":
                 raise TrackingError(f"experiment {name!r} is deleted in {store.uri}; restore "
                                     "it (mlflow experiments restore) or choose another name")
+            experiment = cls(store, found.experiment_id, name)
             for key, value in EXPERIMENT_TAGS.items():
                 if found.tags.get(key) != value:
-                    client.set_experiment_tag(found.experiment_id, key, value)
-            experiment = cls(store, found.experiment_id, name)
+                    experiment.set_tag(key, value)
             if not job:
                 experiment.save_views(found.tags)
                 experiment.close_dead_runs()
@@ -260,8 +262,19 @@ class Experiment:
             if json.loads(json.loads((tags or {})[tag])["state"]) == state:
                 return
         now = int(time.time() * 1000)
-        self.store.client.set_experiment_tag(self.id, tag, json.dumps(
+        self.set_tag(tag, json.dumps(
             {"name": title, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}))
+
+    def set_tag(self, key: str, value: str) -> None:
+        """Set an experiment tag, also when another process sets it at the same moment (two
+        launches opening a new experiment): MLflow reads, then inserts, so the later insert
+        breaks the key's uniqueness; tried again, it finds the row and updates it."""
+        try:
+            self.store.client.set_experiment_tag(self.id, key, value)
+        except MlflowException as err:
+            if not duplicate_row(err):
+                raise
+            self.store.client.set_experiment_tag(self.id, key, value)
 
     @contextmanager
     def start_run(self, run_name: str, provenance: Provenance | None = None, *,
