@@ -216,10 +216,10 @@ def _record(run: tracking.Run, curves: tracking.Curves, experiment_id: str, spec
         run.log_artifact(path, names.FIGURES_DIR)
     tags |= run.log_images(names.BOUNDARY_IMAGE_KEY, outcome.step_images)
     splits, data = outcome.splits, spec.data
+    sample = splits.X_train[:tracking.SCHEMA_ROWS]  # all the signature reads
     model_id = run.create_model(experiment_id, outcome.weights,
-                                model_io.features(splits.X_train, data.columns),
-                                outcome.model.predict(splits.inputs(splits.X_train)),
-                                spec.params, name)
+                                model_io.features(sample, data.columns),
+                                outcome.model.predict(splits.inputs(sample)), spec.params, name)
     val = outcome.history["val_misclassification"]
     linked = [tracking.ModelMetric(k, v, SCORE_SPLITS[k.split("_")[0]])
               for k, v in outcome.scores.items()]

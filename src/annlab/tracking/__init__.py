@@ -19,7 +19,15 @@ from annlab.tracking.registry import (
     register_given,
     serving_example,
 )
-from annlab.tracking.runs import BEST_VIEW_STATE, Curves, Experiment, ModelMetric, Record, Run
+from annlab.tracking.runs import (
+    BEST_VIEW_STATE,
+    SCHEMA_ROWS,
+    Curves,
+    Experiment,
+    ModelMetric,
+    Record,
+    Run,
+)
 from annlab.tracking.store import (
     Store,
     TrackingError,
@@ -46,9 +54,9 @@ for _name, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
     os.environ.setdefault(_name, _value)
 
 __all__ = ["BEST_VIEW_STATE", "Curves", "Experiment", "ModelMetric", "Record", "Registered", "Run",
-           "Store", "TrackingError", "connect", "file_lock", "first_line", "is_server",
-           "model_uri", "open", "open_job", "register", "register_given", "resolve_uri",
-           "serving_example", "sqlite_path"]
+           "SCHEMA_ROWS", "Store", "TrackingError", "connect", "file_lock", "first_line",
+           "is_server", "model_uri", "open", "open_job", "register", "register_given",
+           "resolve_uri", "serving_example", "sqlite_path"]
 
 
 def connect(uri: str) -> Store:

@@ -603,10 +603,10 @@ class Run:
         :meth:`publish_model` makes it the run's, READY. A pyfunc model of three files: its
         ``MLmodel``, its ``requirements.txt`` (annlab and its libraries, pinned to the
         versions this run used) and the ``.npz`` weights (nothing pickled), loaded by annlab's
-        own code. Its signature, inferred from the training ``features`` and their
-        ``predictions``, names the input columns (MLflow's scoring server checks requests
-        against it) and takes a ``predict_method`` param; a few rows of ``features`` go in its
-        metadata as the example `make serve` prints. Returns its model id."""
+        own code. Its signature, inferred from the first :data:`SCHEMA_ROWS` training rows
+        (``features``) and their ``predictions``, names the input columns (MLflow's scoring
+        server checks requests against it) and takes a ``predict_method`` param; a few rows of
+        ``features`` go in its metadata as the example `make serve` prints. Returns its model id."""
         import mlflow.pyfunc
         from mlflow.models import Model, infer_signature
 
@@ -618,8 +618,7 @@ class Run:
                                                                           index=False))}
         mlmodel = Model(artifact_path=model.artifact_location, model_uuid=model.model_id,
                         run_id=self.run_id, model_id=model.model_id,
-                        signature=infer_signature(features.head(SCHEMA_ROWS),
-                                                  predictions[:SCHEMA_ROWS],
+                        signature=infer_signature(features, predictions,
                                                   params={"predict_method": "predict"}),
                         metadata={names.SERVING_EXAMPLE: example})
         with tempfile.TemporaryDirectory() as tmp:
