@@ -42,7 +42,9 @@ def boundary_plane(splits: Splits) -> plots.Plane:
     from sklearn.decomposition import PCA
 
     inputs = splits.inputs(splits.X_train)
-    pca = PCA(n_components=2, svd_solver="full").fit(inputs)
+    # From the features' covariance: exact and deterministic like a full SVD, without its
+    # rows-by-features factor (a table of a million rows).
+    pca = PCA(n_components=2, svd_solver="covariance_eigh").fit(inputs)
     return plots.Plane(pca.transform(inputs), pca.inverse_transform,
                        ("principal component 1 (PCA fitted on train)", "principal component 2"),
                        "PCA plane   ")

@@ -45,6 +45,12 @@ def test_more_than_two_features_draw_the_pca_plane_and_a_confusion_matrix(resolv
         len(outcome.splits.y_train), 2)
     # The plane's points map back to 4 input features.
     assert plane.to_inputs(plane.points[:3]).shape == (3, 4)
+    # It is the plane of the first two principal components, as a full SVD finds them.
+    from sklearn.decomposition import PCA
+
+    inputs = outcome.splits.inputs(outcome.splits.X_train)
+    full = PCA(n_components=2, svd_solver="full").fit(inputs)
+    np.testing.assert_allclose(plane.points, full.transform(inputs), atol=1e-9)
     with Image.open(outcome.figures["confusion"]) as image:
         assert image.size == (round(6.4 * 30), round(4.8 * 30))
 
