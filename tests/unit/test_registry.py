@@ -104,3 +104,99 @@ def test_each_registered_version_is_named_on_its_logged_model(store_uri, experim
     model_id = client.get_run(run_id).outputs.model_outputs[0].model_id
     linked = json.loads(client.get_logged_model(model_id).tags["mlflow.modelVersions"])
     assert linked == [{"name": first.name, "version": int(first.version)}]
+
+
+# Registrations at the same moment (two workers ending one study, two sweeps of a dataset):
+# each race is played out in order, the other process's writes landing between this one's
+# read and its write; then real threads.
+
+def test_a_registered_model_made_meanwhile_is_used(store_uri, experiment, monkeypatch):
+    exp = tracking.open(store_uri, experiment)
+    ours, theirs = (_run_with_a_model(store_uri, exp.id, n, 0.1) for n in ("ours", "theirs"))
+    tracking.register(exp.store, theirs)
+    monkeypatch.setattr(MlflowClient, "search_registered_models", lambda *a, **k: [])
+    registered = tracking.register(exp.store, ours)  # its create finds theirs
+    assert (registered.version, registered.champion) == ("2", "1")
+
+
+def test_a_registered_model_that_cannot_be_made_is_one_line(store_uri, experiment,
+                                                            monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    exp = tracking.open(store_uri, experiment)
+    run_id = _run_with_a_model(store_uri, exp.id, "r", 0.1)
+
+    def refused(self, name, *a, **k):
+        raise MlflowException(f"name {name!r} is not allowed", "INVALID_PARAMETER_VALUE")
+
+    monkeypatch.setattr(MlflowClient, "create_registered_model", refused)
+    with pytest.raises(tracking.TrackingError, match=r"cannot register run r .* not allowed"):
+        tracking.register(exp.store, run_id)
+
+
+@pytest.mark.parametrize("theirs_first", [True, False], ids=["theirs first", "ours first"])
+def test_a_run_registered_twice_at_once_keeps_one_version(store_uri, experiment, monkeypatch,
+                                                          theirs_first):
+    exp = tracking.open(store_uri, experiment)
+    run_id = _run_with_a_model(store_uri, exp.id, "r", 0.1)
+    real, made = MlflowClient.create_model_version, []
+
+    def both(self, *a, **k):  # the other registration makes its version at the same moment
+        first, second = real(self, *a, **k), real(self, *a, **k)
+        made.extend([first, second])
+        return second if theirs_first else first
+
+    monkeypatch.setattr(MlflowClient, "create_model_version", both)
+    registered = tracking.register(exp.store, run_id)
+    monkeypatch.undo()
+    versions = MlflowClient(store_uri).search_model_versions(f"name = '{registered.name}'")
+    if theirs_first:  # ours came second: deleted, theirs used
+        assert [str(v.version) for v in versions] == ["1"] and registered.version == "1"
+    else:  # ours is kept; theirs, made second, is theirs to delete when they look
+        assert sorted(str(v.version) for v in versions) == ["1", "2"]
+        assert registered.version == "1" == registered.champion
+
+
+def test_the_champion_ends_on_the_best_when_another_registration_moves_it_meanwhile(
+        store_uri, experiment, monkeypatch):
+    exp = tracking.open(store_uri, experiment)
+    ours = _run_with_a_model(store_uri, exp.id, "ours", 0.10)
+    better = _run_with_a_model(store_uri, exp.id, "better", 0.05)
+    real, moves = MlflowClient.set_registered_model_alias, []
+
+    def late(self, name, alias, version):  # the better run is registered and crowned first
+        if not moves:
+            moves.append("theirs")
+            monkeypatch.setattr(MlflowClient, "set_registered_model_alias", real)
+            monkeypatch.setattr(MlflowClient, "search_model_versions", search)
+            tracking.register(exp.store, better)
+            monkeypatch.setattr(MlflowClient, "set_registered_model_alias", late)
+        moves.append(version)
+        return real(self, name, alias, version)
+
+    search = MlflowClient.search_model_versions
+
+    def stale(self, query, *a, **k):  # our look at the versions missed theirs
+        return [v for v in search(self, query, *a, **k) if v.run_id != better]
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", late)
+    monkeypatch.setattr(MlflowClient, "search_model_versions", stale)
+    registered = tracking.register(exp.store, ours)
+    champion = MlflowClient(store_uri).get_model_version_by_alias(registered.name, "champion")
+    assert champion.run_id == better and registered.champion == str(champion.version) == "2"
+    assert [str(m) for m in moves] == ["theirs", "1", "2"]  # ours landed last, then was put right
+
+
+def test_registrations_in_threads_at_once_leave_one_version_each_and_the_best_champion(
+        store_uri, experiment):
+    from concurrent.futures import ThreadPoolExecutor
+
+    exp = tracking.open(store_uri, experiment)
+    scores = [0.30, 0.10, 0.20, 0.05, 0.25, 0.15]
+    runs = [_run_with_a_model(store_uri, exp.id, f"r{i}", v) for i, v in enumerate(scores)]
+    with ThreadPoolExecutor(6) as pool:
+        done = list(pool.map(lambda r: tracking.register(exp.store, r), runs + runs[:2]))
+    client = MlflowClient(store_uri)
+    versions = client.search_model_versions(f"name = '{done[0].name}'")
+    assert sorted(v.run_id for v in versions) == sorted(runs)
+    assert client.get_model_version_by_alias(done[0].name, "champion").run_id == runs[3]

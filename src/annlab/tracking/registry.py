@@ -2,8 +2,9 @@
 ``<experiment>-<dataset>`` (``annlab-moons``), and the alias ``champion`` on the version with
 the lowest final validation misclassification.
 
-A version is registered once per run; the alias moves to it only when it beats the current
-champion (a tie keeps the champion). Against a tracking server the registry is the server's.
+A version is registered once per run; the alias moves only to a version that beats the
+current champion (a tie keeps the champion), also when several processes register at once.
+Against a tracking server the registry is the server's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from annlab import names
 from annlab.names import Status
 from annlab.tracking.runs import Run
-from annlab.tracking.store import Store, TrackingError, first_line
+from annlab.tracking.store import Store, TrackingError, duplicate_row, first_line
 
 CHAMPION = "champion"
 OBJECTIVE = "val_misclassification"  # what a champion is chosen by, lowest first
@@ -89,25 +90,17 @@ def register(store: Store, run_id: str, record=None) -> Registered:
         name = model_name(client.get_experiment(record.experiment_id).name,
                           record.dataset_name or "model")
         score = record.metrics.get(OBJECTIVE)
-        if not client.search_registered_models(f"name = '{name}'"):
-            client.create_registered_model(name, description=(
-                f"annlab's models of `{name}`; the alias `{CHAMPION}` is on the version with "
-                "the lowest final validation misclassification."))
-        found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        _registered_model(client, name)
         model = client.get_logged_model(record.model_ids[0])
-        # The source named by its location: a models:/ source is looked up in the global
-        # tracking store, which need not be this one.
-        version = found[0] if found else client.create_model_version(
+        version = _version(client, name, run_id, lambda: client.create_model_version(
+            # The source named by its location: a models:/ source is looked up in the global
+            # tracking store, which need not be this one.
             name, source=model.artifact_location, run_id=run_id, model_id=model.model_id,
             tags={names.CONFIG_HASH: record.config_hash, names.VERSION_SCORE: str(score)},
             description=(f"The model of {what}: validation misclassification {score:g}. "
-                         f"Reproduce and compare everything: `make reproduce RUN_ID={run_id}`"))
+                         f"Reproduce and compare everything: `make reproduce RUN_ID={run_id}`")))
         _link(client, model.model_id, name, version.version)
-        champion = _champion(client, name)
-        if champion is None or (score is not None and _score(champion) is not None
-                                and score < _score(champion)):
-            client.set_registered_model_alias(name, CHAMPION, version.version)
-            champion = client.get_model_version(name, version.version)
+        champion = _crown(client, name, version)
         return Registered(name, run_id, str(version.version), score, str(champion.version),
                           _score(champion))
     except MlflowException as err:
@@ -115,15 +108,71 @@ def register(store: Store, run_id: str, record=None) -> Registered:
                             ) from err
 
 
+def _registered_model(client, name: str) -> None:
+    """The registered model ``name``, created if new (by whichever of two registrations at
+    the same moment gets there first)."""
+    if client.search_registered_models(f"name = '{name}'"):
+        return
+    try:
+        client.create_registered_model(name, description=(
+            f"annlab's models of `{name}`; the alias `{CHAMPION}` is on the version with the "
+            "lowest final validation misclassification."))
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def _version(client, name: str, run_id: str, create):
+    """The run's one version of ``name``, made by ``create`` if it has none. Two registrations
+    of a run at the same moment (two workers ending one study) can both make one: the later
+    sees both and deletes its own, keeping the lower."""
+    query = f"name = '{name}' and run_id = '{run_id}'"
+    if found := client.search_model_versions(query):
+        return min(found, key=lambda v: int(v.version))
+    made = create()
+    kept = min(client.search_model_versions(query), key=lambda v: int(v.version))
+    if str(kept.version) != str(made.version):
+        client.delete_model_version(name, made.version)
+    return kept
+
+
+def _crown(client, name: str, version):
+    """Move the champion alias to the best-scoring version (lowest score, then the earliest)
+    when it beats the champion, or to ``version`` if there is none; returns the champion.
+    Chosen from every version, and checked again after each move, so that registrations at
+    the same moment leave the best one whatever order their reads and writes interleave."""
+    for _ in range(5):
+        champion = _champion(client, name)
+        scored = [v for v in client.search_model_versions(f"name = '{name}'")
+                  if _score(v) is not None]
+        best = min(scored, key=lambda v: (_score(v), int(v.version)), default=None)
+        if champion is None:
+            target = best or version
+        elif best is not None and _score(champion) is not None and \
+                _score(best) < _score(champion):
+            target = best
+        else:
+            return champion
+        client.set_registered_model_alias(name, CHAMPION, target.version)
+    return _champion(client, name)
+
+
 def _link(client, model_id: str, name: str, version) -> None:
     """The logged model names its registered version, as MLflow's own registration does (the
     UI's "Registered models" of a run's models reads this tag); a tracking server writes it
     itself, a store opened directly does not."""
-    model = client.get_logged_model(model_id)
-    linked = json.loads(model.tags.get(names.MODEL_VERSIONS) or "[]")
-    if not any(v.get("name") == name and str(v.get("version")) == str(version) for v in linked):
-        client.set_logged_model_tags(model_id, {names.MODEL_VERSIONS: json.dumps(
-            [*linked, {"name": name, "version": int(version)}])})
+    for attempt in range(2):
+        model = client.get_logged_model(model_id)
+        linked = json.loads(model.tags.get(names.MODEL_VERSIONS) or "[]")
+        if any(v.get("name") == name and str(v.get("version")) == str(version) for v in linked):
+            return
+        try:
+            client.set_logged_model_tags(model_id, {names.MODEL_VERSIONS: json.dumps(
+                [*linked, {"name": name, "version": int(version)}])})
+            return
+        except MlflowException as err:  # tagged at the same moment by another registration
+            if attempt or not duplicate_row(err):
+                raise
 
 
 def _champion(client, name: str):
