@@ -5,7 +5,10 @@ the database answers, and whose tables it holds.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy
@@ -17,6 +20,9 @@ from annlab.errors import AnnlabError
 OUT_OF_THE_BOX = "sqlite:///<path>, postgresql+psycopg://<user>@<host>:<port>/<database>"
 CONNECT_TIMEOUT = 5  # seconds; the libraries' own retries take minutes to give up
 MLFLOW_TABLES = {"experiments", "runs", "metrics", "alembic_version"}
+# The PostgreSQL advisory lock held while a library makes its tables in a new database.
+CREATING_LOCK = int.from_bytes(hashlib.sha256(b"annlab: creating tables").digest()[:8], "big",
+                               signed=True)
 
 
 class DatabaseError(AnnlabError):
@@ -108,5 +114,30 @@ def create_if_missing(url: str, key: str) -> bool:
             return True
     except sqlalchemy.exc.SQLAlchemyError:
         return False
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def creating(url: str, key: str) -> Iterator[None]:
+    """Held while a library opens the database at ``url`` and makes its tables if they are not
+    there yet. Two processes making them at once (two people's first `make tune`, two runs on a
+    new store) collide in PostgreSQL's catalog and one fails (a duplicate ``pg_type`` row): in
+    PostgreSQL this is a session advisory lock, which every host using the database shares.
+    Other databases: nothing (a sqlite file is made under a lock file beside it)."""
+    parsed = parse(url, key)
+    if parsed.get_backend_name() != "postgresql":
+        yield
+        return
+    engine = sqlalchemy.create_engine(parsed, poolclass=sqlalchemy.pool.NullPool,
+                                      connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    try:
+        with engine.connect() as conn:
+            lock = {"k": CREATING_LOCK}
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), lock)
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), lock)
     finally:
         engine.dispose()

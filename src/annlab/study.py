@@ -131,7 +131,8 @@ def check_belongs(study: optuna.Study, created: bool, tracking_uri: str, experim
 
 def storage(url: str) -> RDBStorage:
     """Optuna's database storage, with the heartbeat that fails (and re-asks) the trials of
-    dead processes. A new sqlite file is created under a lock, once."""
+    dead processes. Its tables are made once, under a lock, by whichever process opens a new
+    database first."""
     # Several processes write one sqlite study: wait for the lock rather than fail at 5 s.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
 
@@ -145,7 +146,8 @@ def storage(url: str) -> RDBStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tracking.file_lock(f"{path}.lock"):
             return make()
-    return make()
+    with databases.creating(url, "tune.storage"):
+        return make()
 
 
 def open_study(tune: TuneSpec, url: str) -> tuple[optuna.Study, bool]:

@@ -90,6 +90,44 @@ def test_processes_opening_a_new_store_at_once_all_succeed_and_leave_it_whole(tm
     assert not list((tmp_path / "new").glob(".*.new"))  # no half-built leftovers
 
 
+def _first_use(kind, url, barrier):
+    """Open a new database as `make run` (an MLflow store) or `make tune` (an Optuna storage)
+    does, at the same moment as the other processes; then use it."""
+    if kind == "optuna":
+        import optuna
+
+        from annlab import study
+
+        barrier.wait()
+        optuna.create_study(storage=study.storage(url), study_name="s", load_if_exists=True)
+    else:
+        barrier.wait()
+        _open_and_log(url)
+
+
+@pytest.mark.parametrize("kind", ["mlflow", "optuna"])
+def test_processes_opening_a_new_postgresql_database_at_once_all_succeed(postgres, kind):
+    """Whichever process makes the tables, the others wait and use them (without the lock one
+    of three failed on a duplicate row of PostgreSQL's catalog every time)."""
+    import multiprocessing
+
+    import optuna
+
+    url = postgres.create_database(f"first_{kind}")
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(3)
+    procs = [ctx.Process(target=_first_use, args=(kind, url, barrier)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0] * 3
+    if kind == "mlflow":
+        assert len(tracking.open(url, "annlab").search("")) == 3
+    else:
+        assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["s"]
+
+
 def _log_same_data(uri, experiment, barrier):
     from annlab.model_io import table
 

@@ -73,11 +73,11 @@ def _check_uri(uri: str) -> None:
                             "postgresql+psycopg://..., mysql://..., mssql://...")
 
 
-def _check_database(uri: str) -> None:
+def _check_database(uri: str) -> set[str]:
     """A database MLflow would open itself: its driver installed and the database answering,
-    told in seconds (MLflow retries for minutes)."""
+    told in seconds (MLflow retries for minutes). Returns its tables."""
     try:
-        databases.check_mlflow_or_empty(uri, "tracking URI")
+        return databases.check_mlflow_or_empty(uri, "tracking URI")
     except databases.DatabaseError as err:
         raise TrackingError(f"{err}; or point it at an mlflow server: http(s)://<host>:<port>"
                             ) from None
@@ -236,15 +236,20 @@ class Store:
         instead)."""
         self.uri = uri
         _check_uri(uri)
+        new = False
         if is_server(uri):
             if not job:
                 _check_server(uri)
         elif (db := sqlite_path(uri)) is not None:
             _open_sqlite(db, uri)
         elif urlparse(uri).scheme != "databricks":
-            _check_database(uri)
+            new = not databases.holds_mlflow(_check_database(uri))
         try:
-            self.client = _client(uri)
+            if new:  # MLflow makes its tables as its client opens the store
+                with databases.creating(uri, "tracking URI"):
+                    self.client = _client(uri)
+            else:
+                self.client = _client(uri)
         except (MlflowException, SQLAlchemyError) as err:  # e.g. a schema of an older MLflow
             raise TrackingError(f"tracking store {uri}: {first_line(err)}") from err
 
