@@ -40,11 +40,15 @@ def boundary_plane(splits: Splits) -> plots.Plane:
     if splits.X_train.shape[1] == 2:
         return plots.Plane(splits.X_train, splits.inputs if splits.standardize else None)
     from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     inputs = splits.inputs(splits.X_train)
-    # From the features' covariance: exact and deterministic like a full SVD, without its
-    # rows-by-features factor (a table of a million rows).
-    pca = PCA(n_components=2, svd_solver="covariance_eigh").fit(inputs)
+    # From the centred features' covariance: deterministic like a full SVD, without its
+    # rows-by-features factor (a table of a million rows). Centred first: the solver forms
+    # X'X - n mean mean', which loses a raw column's spread under a large mean (a year, a time).
+    pca = make_pipeline(StandardScaler(with_std=False),
+                        PCA(n_components=2, svd_solver="covariance_eigh")).fit(inputs)
     return plots.Plane(pca.transform(inputs), pca.inverse_transform,
                        ("principal component 1 (PCA fitted on train)", "principal component 2"),
                        "PCA plane   ")

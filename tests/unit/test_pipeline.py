@@ -55,6 +55,23 @@ def test_more_than_two_features_draw_the_pca_plane_and_a_confusion_matrix(resolv
         assert image.size == (round(6.4 * 30), round(4.8 * 30))
 
 
+@pytest.mark.parametrize("offset", [0.0, 2000.0, 1.7e9], ids=["centred", "a year", "a time"])
+def test_the_pca_plane_of_raw_columns_is_a_full_svds_whatever_their_means(offset):
+    from sklearn.decomposition import PCA
+
+    from annlab.data import Splits
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 4)) * [1.0, 2.0, 0.5, 3.0]
+    X[:, 0] += offset  # a raw column of large mean and unit spread
+    y = (X[:, 1] > 0).astype(int)
+    plane = pipeline.boundary_plane(Splits(X, y, X[:10], y[:10], X[:10], y[:10]))
+    full = PCA(n_components=2, svd_solver="full").fit(X)
+    np.testing.assert_allclose(plane.points, full.transform(X), atol=1e-6)
+    np.testing.assert_allclose(plane.to_inputs(plane.points), full.inverse_transform(
+        full.transform(X)), rtol=1e-9, atol=1e-6)
+
+
 def test_two_features_keep_their_own_plane_in_raw_units(resolved, tmp_path):
     outcome = pipeline.rebuild(resolved(QUICK), tmp_path)
     plane = pipeline.boundary_plane(outcome.splits)
