@@ -23,6 +23,7 @@ MLFLOW_TABLES = {"experiments", "runs", "metrics", "alembic_version"}
 # The PostgreSQL advisory lock held while a library makes its tables in a new database.
 CREATING_LOCK = int.from_bytes(hashlib.sha256(b"annlab: creating tables").digest()[:8], "big",
                                signed=True)
+CREATING_SECONDS = 120  # MLflow makes its tables in ~10 s; a holder this slow is stuck
 
 
 class DatabaseError(AnnlabError):
@@ -123,8 +124,9 @@ def creating(url: str, key: str) -> Iterator[None]:
     """Held while a library opens the database at ``url`` and makes its tables if they are not
     there yet. Two processes making them at once (two people's first `make tune`, two runs on a
     new store) collide in PostgreSQL's catalog and one fails (a duplicate ``pg_type`` row): in
-    PostgreSQL this is a session advisory lock, which every host using the database shares.
-    Other databases: nothing (a sqlite file is made under a lock file beside it)."""
+    PostgreSQL this is an advisory lock, which every host using the database shares, held by a
+    transaction of its own for at most CREATING_SECONDS. Other databases: nothing (a sqlite
+    file is made under a lock file beside it)."""
     parsed = parse(url, key)
     if parsed.get_backend_name() != "postgresql":
         yield
@@ -132,12 +134,15 @@ def creating(url: str, key: str) -> Iterator[None]:
     engine = sqlalchemy.create_engine(parsed, poolclass=sqlalchemy.pool.NullPool,
                                       connect_args={"connect_timeout": CONNECT_TIMEOUT})
     try:
-        with engine.connect() as conn:
-            lock = {"k": CREATING_LOCK}
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), lock)
+        with engine.connect() as conn:  # closing it ends the transaction, releasing the lock
+            conn.execute(sqlalchemy.text(f"SET LOCAL lock_timeout = '{CREATING_SECONDS}s'"))
             try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), lock)
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"),
+                             {"k": CREATING_LOCK})
+            except sqlalchemy.exc.OperationalError:
+                raise DatabaseError(f"{key}={redact(url)}: another process has been making "
+                                    f"its tables for {CREATING_SECONDS} s; once it is done "
+                                    "(or stopped), rerun") from None
+            yield
     finally:
         engine.dispose()

@@ -146,6 +146,8 @@ def storage(url: str) -> RDBStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tracking.file_lock(f"{path}.lock"):
             return make()
+    if "studies" in databases.tables(url, "tune.storage"):
+        return make()
     with databases.creating(url, "tune.storage"):
         return make()
 

@@ -121,11 +121,34 @@ def test_processes_opening_a_new_postgresql_database_at_once_all_succeed(postgre
         p.start()
     for p in procs:
         p.join(timeout=300)
+    for p in procs:
+        if p.is_alive():  # hung: not left holding connections to the test's cluster
+            p.terminate()
     assert [p.exitcode for p in procs] == [0] * 3
     if kind == "mlflow":
         assert len(tracking.open(url, "annlab").search("")) == 3
     else:
         assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["s"]
+
+
+@pytest.mark.parametrize("kind", ["mlflow", "optuna"])
+def test_a_process_stuck_making_a_new_databases_tables_is_one_line_not_a_hang(postgres, kind,
+                                                                            monkeypatch):
+    import sqlalchemy
+
+    from annlab import databases, study
+
+    url = postgres.create_database(f"stuck_{kind}")
+    monkeypatch.setattr(databases, "CREATING_SECONDS", 1)
+    holder = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    with holder.connect() as conn:  # another process, making the tables, stopped (Ctrl-Z)
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"),
+                     {"k": databases.CREATING_LOCK})
+        with pytest.raises(databases.DatabaseError, match=r"(tracking URI|tune\.storage)=postgres"
+                           r".*another process has been making its tables for 1 s"):
+            tracking.connect(url) if kind == "mlflow" else study.storage(url)
+    holder.dispose()
+    assert databases.tables(url, "k") == set()  # nothing was made
 
 
 def _log_same_data(uri, experiment, barrier):
