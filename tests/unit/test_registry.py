@@ -1,6 +1,8 @@
 """The model registry: each run's model a version, the champion alias moved only by a better
 validation misclassification (a tie keeps it)."""
 
+import json
+
 import pytest
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.tracking import MlflowClient
@@ -139,22 +141,29 @@ def test_a_run_registered_twice_at_once_keeps_one_version(store_uri, experiment,
                                                           theirs_first):
     exp = tracking.open(store_uri, experiment)
     run_id = _run_with_a_model(store_uri, exp.id, "r", 0.1)
-    real, made = MlflowClient.create_model_version, []
+    real = MlflowClient.create_model_version
 
-    def both(self, *a, **k):  # the other registration makes its version at the same moment
-        first, second = real(self, *a, **k), real(self, *a, **k)
-        made.extend([first, second])
+    def both(self, name, *a, model_id, **k):  # the other registration makes one meanwhile
+        first, second = (real(self, name, *a, model_id=model_id, **k) for _ in range(2))
+        # as a tracking server does, the logged model names each version as it is made
+        self.set_logged_model_tags(model_id, {names.MODEL_VERSIONS: json.dumps(
+            [{"name": name, "version": 1}, {"name": name, "version": 2}])})
         return second if theirs_first else first
 
     monkeypatch.setattr(MlflowClient, "create_model_version", both)
     registered = tracking.register(exp.store, run_id)
     monkeypatch.undo()
-    versions = MlflowClient(store_uri).search_model_versions(f"name = '{registered.name}'")
-    if theirs_first:  # ours came second: deleted, theirs used
-        assert [str(v.version) for v in versions] == ["1"] and registered.version == "1"
+    client = MlflowClient(store_uri)
+    versions = client.search_model_versions(f"name = '{registered.name}'")
+    model_id = client.get_run(run_id).outputs.model_outputs[0].model_id
+    linked = json.loads(client.get_logged_model(model_id).tags[names.MODEL_VERSIONS])
+    assert registered.version == "1" == registered.champion
+    if theirs_first:  # ours came second: deleted, and no longer named on the model
+        assert [str(v.version) for v in versions] == ["1"]
+        assert linked == [{"name": registered.name, "version": 1}]
     else:  # ours is kept; theirs, made second, is theirs to delete when they look
         assert sorted(str(v.version) for v in versions) == ["1", "2"]
-        assert registered.version == "1" == registered.champion
+        assert len(linked) == 2
 
 
 def test_the_champion_ends_on_the_best_when_another_registration_moves_it_meanwhile(
@@ -168,19 +177,12 @@ def test_the_champion_ends_on_the_best_when_another_registration_moves_it_meanwh
         if not moves:
             moves.append("theirs")
             monkeypatch.setattr(MlflowClient, "set_registered_model_alias", real)
-            monkeypatch.setattr(MlflowClient, "search_model_versions", search)
             tracking.register(exp.store, better)
             monkeypatch.setattr(MlflowClient, "set_registered_model_alias", late)
         moves.append(version)
         return real(self, name, alias, version)
 
-    search = MlflowClient.search_model_versions
-
-    def stale(self, query, *a, **k):  # our look at the versions missed theirs
-        return [v for v in search(self, query, *a, **k) if v.run_id != better]
-
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", late)
-    monkeypatch.setattr(MlflowClient, "search_model_versions", stale)
     registered = tracking.register(exp.store, ours)
     champion = MlflowClient(store_uri).get_model_version_by_alias(registered.name, "champion")
     assert champion.run_id == better and registered.champion == str(champion.version) == "2"
@@ -194,9 +196,26 @@ def test_registrations_in_threads_at_once_leave_one_version_each_and_the_best_ch
     exp = tracking.open(store_uri, experiment)
     scores = [0.30, 0.10, 0.20, 0.05, 0.25, 0.15]
     runs = [_run_with_a_model(store_uri, exp.id, f"r{i}", v) for i, v in enumerate(scores)]
-    with ThreadPoolExecutor(6) as pool:
-        done = list(pool.map(lambda r: tracking.register(exp.store, r), runs + runs[:2]))
+    twice = runs + runs[:2]  # two runs registered twice, all at once
+    with ThreadPoolExecutor(len(twice)) as pool:
+        done = list(pool.map(lambda r: tracking.register(exp.store, r), twice))
     client = MlflowClient(store_uri)
     versions = client.search_model_versions(f"name = '{done[0].name}'")
     assert sorted(v.run_id for v in versions) == sorted(runs)
     assert client.get_model_version_by_alias(done[0].name, "champion").run_id == runs[3]
+
+
+def test_a_champion_moved_by_hand_to_a_worse_version_is_put_back_on_the_best(store_uri,
+                                                                            experiment):
+    """The alias names the best version, not a choice: to serve another, serve its run
+    (`make serve RUN_ID=...`)."""
+    exp = tracking.open(store_uri, experiment)
+    best, worse, later = (_run_with_a_model(store_uri, exp.id, n, v)
+                          for n, v in [("best", 0.05), ("worse", 0.10), ("later", 0.20)])
+    name = tracking.register(exp.store, best).name
+    tracking.register(exp.store, worse)
+    client = MlflowClient(store_uri)
+    client.set_registered_model_alias(name, "champion", "2")
+    registered = tracking.register(exp.store, later)
+    assert (registered.version, registered.champion, registered.champion_score) == ("3", "1",
+                                                                                  0.05)

@@ -2,9 +2,10 @@
 ``<experiment>-<dataset>`` (``annlab-moons``), and the alias ``champion`` on the version with
 the lowest final validation misclassification.
 
-A version is registered once per run; the alias moves only to a version that beats the
-current champion (a tie keeps the champion), also when several processes register at once.
-Against a tracking server the registry is the server's.
+A version is registered once per run. Each registration puts the alias on the best version
+when that beats the champion (a tie keeps the champion; a champion moved by hand to a worse
+version is put back), also when several processes register at once. Against a tracking
+server the registry is the server's.
 """
 
 from __future__ import annotations
@@ -92,14 +93,16 @@ def register(store: Store, run_id: str, record=None) -> Registered:
         score = record.metrics.get(OBJECTIVE)
         _registered_model(client, name)
         model = client.get_logged_model(record.model_ids[0])
-        version = _version(client, name, run_id, lambda: client.create_model_version(
-            # The source named by its location: a models:/ source is looked up in the global
-            # tracking store, which need not be this one.
-            name, source=model.artifact_location, run_id=run_id, model_id=model.model_id,
-            tags={names.CONFIG_HASH: record.config_hash, names.VERSION_SCORE: str(score)},
-            description=(f"The model of {what}: validation misclassification {score:g}. "
-                         f"Reproduce and compare everything: `make reproduce RUN_ID={run_id}`")))
-        _link(client, model.model_id, name, version.version)
+        version, dropped = _version(client, name, run_id, lambda: (
+            client.create_model_version(
+                # The source named by its location: a models:/ source is looked up in the
+                # global tracking store, which need not be this one.
+                name, source=model.artifact_location, run_id=run_id, model_id=model.model_id,
+                tags={names.CONFIG_HASH: record.config_hash, names.VERSION_SCORE: str(score)},
+                description=(f"The model of {what}: validation misclassification {score:g}. "
+                             "Reproduce and compare everything: "
+                             f"`make reproduce RUN_ID={run_id}`"))))
+        _link(client, model.model_id, name, version.version, dropped)
         champion = _crown(client, name, version)
         return Registered(name, run_id, str(version.version), score, str(champion.version),
                           _score(champion))
@@ -123,24 +126,27 @@ def _registered_model(client, name: str) -> None:
 
 
 def _version(client, name: str, run_id: str, create):
-    """The run's one version of ``name``, made by ``create`` if it has none. Two registrations
-    of a run at the same moment (two workers ending one study) can both make one: the later
-    sees both and deletes its own, keeping the lower."""
+    """The run's one version of ``name``, made by ``create`` if it has none, and the number of
+    a version made here and deleted again (or None): two registrations of a run at the same
+    moment (two workers ending one study) can both make one, and the later sees both and
+    deletes its own, keeping the lower (versions are numbered in the order they are made)."""
     query = f"name = '{name}' and run_id = '{run_id}'"
     if found := client.search_model_versions(query):
-        return min(found, key=lambda v: int(v.version))
+        return min(found, key=lambda v: int(v.version)), None
     made = create()
     kept = min(client.search_model_versions(query), key=lambda v: int(v.version))
-    if str(kept.version) != str(made.version):
-        client.delete_model_version(name, made.version)
-    return kept
+    if str(kept.version) == str(made.version):
+        return kept, None
+    client.delete_model_version(name, made.version)
+    return kept, made.version
 
 
 def _crown(client, name: str, version):
-    """Move the champion alias to the best-scoring version (lowest score, then the earliest)
-    when it beats the champion, or to ``version`` if there is none; returns the champion.
-    Chosen from every version, and checked again after each move, so that registrations at
-    the same moment leave the best one whatever order their reads and writes interleave."""
+    """Put the champion alias on the best version (lowest score, then the earliest) when that
+    beats the champion, or on the best (else ``version``) when there is no champion yet;
+    returns the champion. Chosen from every version and checked again after each move, so
+    that registrations at the same moment leave the best one, in whatever order their reads
+    and writes interleave."""
     for _ in range(5):
         champion = _champion(client, name)
         scored = [v for v in client.search_model_versions(f"name = '{name}'")
@@ -153,26 +159,29 @@ def _crown(client, name: str, version):
             target = best
         else:
             return champion
-        client.set_registered_model_alias(name, CHAMPION, target.version)
-    return _champion(client, name)
+        try:
+            client.set_registered_model_alias(name, CHAMPION, target.version)
+        except MlflowException as err:  # set at the same moment by another: look again
+            if not duplicate_row(err):
+                raise
+    return _champion(client, name) or target  # still moving: another registration's turn
 
 
-def _link(client, model_id: str, name: str, version) -> None:
+def _link(client, model_id: str, name: str, version, dropped=None) -> None:
     """The logged model names its registered version, as MLflow's own registration does (the
     UI's "Registered models" of a run's models reads this tag); a tracking server writes it
-    itself, a store opened directly does not."""
-    for attempt in range(2):
-        model = client.get_logged_model(model_id)
-        linked = json.loads(model.tags.get(names.MODEL_VERSIONS) or "[]")
-        if any(v.get("name") == name and str(v.get("version")) == str(version) for v in linked):
-            return
-        try:
-            client.set_logged_model_tags(model_id, {names.MODEL_VERSIONS: json.dumps(
-                [*linked, {"name": name, "version": int(version)}])})
-            return
-        except MlflowException as err:  # tagged at the same moment by another registration
-            if attempt or not duplicate_row(err):
-                raise
+    itself, a store opened directly does not. ``dropped``: a version of it that was deleted,
+    no longer named."""
+    before = json.loads(client.get_logged_model(model_id).tags.get(names.MODEL_VERSIONS) or "[]")
+
+    def names_(entry, number) -> bool:
+        return entry.get("name") == name and str(entry.get("version")) == str(number)
+
+    linked = [v for v in before if not names_(v, dropped)]
+    if not any(names_(v, version) for v in linked):
+        linked.append({"name": name, "version": int(version)})
+    if linked != before:
+        client.set_logged_model_tags(model_id, {names.MODEL_VERSIONS: json.dumps(linked)})
 
 
 def _champion(client, name: str):

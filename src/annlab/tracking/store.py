@@ -54,9 +54,10 @@ def first_line(err: BaseException) -> str:
 
 
 def duplicate_row(err: BaseException) -> bool:
-    """A uniqueness violation, as sqlite, PostgreSQL or a server relaying them word it."""
+    """A uniqueness violation, as a database or a server relaying it words it."""
     text = str(err).lower()
-    return any(m in text for m in ("unique constraint", "uniqueviolation", "duplicate key"))
+    return any(m in text for m in ("unique constraint", "uniqueviolation", "duplicate key",
+                                   "duplicate entry"))  # sqlite, PostgreSQL, MySQL
 
 
 @cache
