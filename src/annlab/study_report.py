@@ -168,8 +168,9 @@ def figures(study: optuna.Study, keys: list[str], epochs: int, out_dir: Path) ->
     validation misclassification so far against epochs trained (every trial, pruned ones by
     the epochs they trained; ``epochs``: a complete trial's) and every trial across the
     searched ``keys`` (parallel coordinates); and Optuna's own: every trial's reported curve
-    (pruned ones included), the optimisation history (complete trials) and parameter
-    importances (:func:`importance_study`; not drawn without two distinct configs)."""
+    (pruned ones included; not drawn when no trial reported), the optimisation history
+    (complete trials) and parameter importances (:func:`importance_study`; not drawn without
+    two distinct configs)."""
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as vis
 
@@ -182,9 +183,10 @@ def figures(study: optuna.Study, keys: list[str], epochs: int, out_dir: Path) ->
     paths = [plots.plot_best_so_far(marks, named["best_so_far"], out_dir / "best_so_far.png"),
              plots.plot_parallel_coordinates(rows, keys, OBJECTIVE, named["parallel_coordinate"],
                                              out_dir / "parallel_coordinate.png")]
-    optuna_plots: dict[str, Callable] = {
-        "intermediate_values": lambda: vis.plot_intermediate_values(study),
-        "optimization_history": lambda: vis.plot_optimization_history(study)}
+    optuna_plots: dict[str, Callable] = {}
+    if any(t.intermediate_values for t in ended):  # none when no trial reached a report
+        optuna_plots["intermediate_values"] = lambda: vis.plot_intermediate_values(study)
+    optuna_plots["optimization_history"] = lambda: vis.plot_optimization_history(study)
     if (scored := importance_study(study)) is not None:
         optuna_plots["param_importances"] = lambda: vis.plot_param_importances(
             scored, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))

@@ -58,6 +58,21 @@ def test_the_figures_open(study, tmp_path):
             assert image.width >= 600 and "Software" not in image.info
 
 
+def test_a_study_whose_trials_never_reported_draws_no_empty_curves_and_says_nothing(tmp_path,
+                                                                                  capfd):
+    """Trials shorter than tune.report_every: no curve to draw, and no warning of Optuna's."""
+    s = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for k in range(3):
+        trial = s.ask()
+        trial.suggest_float("train.learning_rate", 0.01, 10, log=True)
+        s.tell(trial, 0.1 * k)
+    capfd.readouterr()
+    paths = study_report.figures(s, ["train.learning_rate"], 60, tmp_path)
+    assert "intermediate_values.png" not in {p.name for p in paths}
+    assert {"best_so_far.png", "optimization_history.png"} <= {p.name for p in paths}
+    assert capfd.readouterr().err == ""
+
+
 def test_each_figure_says_how_many_trials_it_rests_on(study):
     named = study_report.titles(study)
     assert named["best_so_far"] == "Study s (3 trials: 2 complete, 1 pruned)"
