@@ -536,3 +536,34 @@ def test_a_lost_ray_node_leaves_no_run_running_and_a_rerun_runs_nothing_again(
     (again,), after = parents_and_children(uri, "annlab")
     assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
     assert {k.info.run_id: k.info.status for k in after} == status  # nothing ran again
+
+
+def test_two_people_starting_one_study_at_once_on_new_databases_share_it(live_server, postgres,
+                                                                         tmp_path, experiment):
+    """Two `make tune` at the same moment against the shared server, a new experiment and a new
+    PostgreSQL study storage: every first write races (the experiment and its views, Optuna's
+    tables, the study, its parent, the registration at the end)."""
+    import optuna
+
+    storage = postgres.create_database(f"study_{uuid.uuid4().hex[:8]}")
+    argv = [sys.executable, "-m", "pipelines.run", "tune=default", *TINY, "train.epochs=60",
+            "hydra/launcher=basic", f"tracking.uri={live_server.url}",
+            f"tracking.experiment={experiment}", "tune.study=lab", f"tune.storage={storage}",
+            "tune.n_trials=6"]
+    procs = [subprocess.Popen([*argv, f"hydra.sweep.dir={tmp_path / str(k)}"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    assert [err for _, err in outs] == ["", ""]  # quiet: no library's lines, no traceback
+    (parent,), children = parents_and_children(live_server.url, experiment)
+    assert parent.info.status == "FINISHED" and len(children) == 6
+    assert all(c.info.status == "FINISHED" for c in children)
+    trials = optuna.load_study(study_name="lab", storage=storage).trials
+    assert sorted(int(c.data.tags["annlab.trial"]) for c in children) == \
+        sorted(t.number for t in trials) == list(range(6))
+    client = MlflowClient(live_server.url)
+    (version,) = client.search_model_versions(f"name = '{experiment}-moons'")
+    champion = client.get_model_version_by_alias(f"{experiment}-moons", "champion")
+    assert str(champion.version) == str(version.version)
+    assert version.run_id == parent.data.tags["annlab.best_run"]
