@@ -319,8 +319,8 @@ def retry(study: optuna.Study, trial_number: int) -> None:
 
 def orphans(study: optuna.Study) -> list[FrozenTrial]:
     """RUNNING trials whose asking process, on this machine, is gone: nobody will tell the
-    study how they ended. (Those asked on other machines are failed by Optuna's heartbeat
-    once silent: :func:`fail_stale`.)"""
+    study how they ended. (Those asked on other machines are settled once their heartbeat
+    is silent: :func:`fail_stale`.)"""
     found = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         asker = liveness.ProcessId.parse(t.user_attrs.get(ASKER_ATTR, ""))
@@ -371,9 +371,18 @@ def settle(study: optuna.Study, experiment: tracking.Experiment, parent_run_id: 
     return sorted(live)
 
 
-def fail_stale(study: optuna.Study) -> None:
-    """Fail (and re-ask) the RUNNING trials whose heartbeat stopped: their asking process and
-    their job are both gone."""
+def fail_stale(study: optuna.Study, experiment: tracking.Experiment, parent_run_id: str
+               ) -> None:
+    """The RUNNING trials whose heartbeat stopped (their asking process is gone, on any
+    machine) settled from their runs, as this machine's :func:`orphans` are: one whose run
+    finished before its asker died is told so, not run again; those whose job still runs
+    are then failed and asked again, as Optuna's heartbeat does."""
+    if getattr(study._storage, "get_heartbeat_interval", lambda: None)() is None:
+        return  # a storage without a heartbeat: nothing goes stale
+    stale = set(study._storage._get_stale_trial_ids(study._study_id))
+    settle(study, experiment, parent_run_id,
+           [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if trial_id(t) in stale])
     optuna.storages.fail_stale_trials(study)
 
 
@@ -433,7 +442,7 @@ def run(base: RunSpec, point: list[str], url: str, batch: int, launch: Launch,
                             "again", keep_parent=others_run_trials) as (parent, _):
         with interrupts.held():  # what a process that died left: its ended jobs, its trials
             settle(study, experiment, parent.run_id, orphans(study))
-            fail_stale(study)
+            fail_stale(study, experiment, parent.run_id)
         print(f"{'starting' if created else 'joining'} study {t.study!r} ({url}): "
               f"{t.n_trials} trials in all, {remaining(study, t.n_trials)} to ask; parent run "
               f"{name} ({parent.run_id})", flush=True)

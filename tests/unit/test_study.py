@@ -423,3 +423,36 @@ def test_a_study_made_anew_under_its_old_name_gets_a_parent_of_its_own(resolved,
     assert new.run_id != parent.run_id and not resumed
     assert tracking.Run(exp.store, new.run_id).record().tags[names.STUDY_KEY] == \
         fresh.user_attrs[tune.KEY_ATTR]
+
+
+def test_trials_whose_heartbeat_stopped_are_settled_from_their_runs(resolved, store_uri,
+                                                                    tmp_path, monkeypatch):
+    """Asked on a machine that went silent: a trial whose run finished before it did is told
+    so (not run again); one whose run was killed, or that has none, is failed and asked
+    again; a trial whose heartbeat is alive is left alone."""
+    monkeypatch.setattr(tune, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(tune, "GRACE_SECONDS", 1)
+    experiment = tracking.open(store_uri, "stale")
+    client = experiment.store.client
+    parent = client.create_run(experiment.id).info.run_id
+    t = _tune(resolved, "tune.n_trials=4", "tune.pruner.name=none")
+    study = optuna.create_study(direction="minimize",
+                                storage=tune.storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    asked = []
+    tune.ask_batch(study, t, 4, "elsewhere 1 2 3", asked)
+    for n, status in [(0, Status.FINISHED), (1, Status.KILLED)]:  # trial 2: no run
+        run_id = client.create_run(experiment.id, tags={names.PARENT_RUN: parent,
+                                                        names.TRIAL: str(n)}).info.run_id
+        client.log_metric(run_id, tune.OBJECTIVE, 0.05, step=1)
+        client.set_terminated(run_id, status)
+    for trial, _ in asked[:3]:
+        study._storage.record_heartbeat(tune.trial_id(trial))
+    time.sleep(2.2)  # silent past the grace period
+    study._storage.record_heartbeat(tune.trial_id(asked[3][0]))  # still beating
+    tune.fail_stale(study, experiment, parent)
+    states = [s.state.name for s in study.trials]
+    assert states[:4] == ["COMPLETE", "FAIL", "FAIL", "RUNNING"]
+    assert study.trials[0].value == 0.05
+    copies = study.trials[4:]
+    assert [c.params for c in copies] == [study.trials[n].params for n in (1, 2)]
+    assert all(c.state == TrialState.WAITING for c in copies)
