@@ -236,6 +236,8 @@ def ask_batch(study: optuna.Study, t: TuneSpec, size: int, asker: str,
             study.sampler = sampler(t, index)
             trial.set_user_attr(BATCH_ATTR, index // size)
         trial.set_user_attr(ASKER_ATTR, asker)
+        if _has_heartbeat(study):  # from now: an asker lost before its first beat is seen
+            study._storage.record_heartbeat(trial_id(trial))
         into.append((trial, suggest(trial, t)))  # a copy's values are its own already
 
 
@@ -377,8 +379,8 @@ def fail_stale(study: optuna.Study, experiment: tracking.Experiment, parent_run_
     machine) settled from their runs, as this machine's :func:`orphans` are: one whose run
     finished before its asker died is told so, not run again; those whose job still runs
     are then failed and asked again, as Optuna's heartbeat does."""
-    if getattr(study._storage, "get_heartbeat_interval", lambda: None)() is None:
-        return  # a storage without a heartbeat: nothing goes stale
+    if not _has_heartbeat(study):
+        return
     stale = set(study._storage._get_stale_trial_ids(study._study_id))
     settle(study, experiment, parent_run_id,
            [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -542,6 +544,11 @@ def _told(study: optuna.Study, trial: Trial | FrozenTrial, run_id: str | None, s
 
 
 # -- Optuna's private attributes, read here only ---------------------------------------------
+
+def _has_heartbeat(study: optuna.Study) -> bool:
+    """Whether the study's storage keeps trials' heartbeats (a database's; not in memory)."""
+    return getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None
+
 
 def trial_id(trial: Trial | FrozenTrial) -> int:
     """The trial's id in its storage: what reopens it in another process."""

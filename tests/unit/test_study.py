@@ -352,6 +352,8 @@ def test_a_trial_reopened_in_its_job_reports_prunes_and_renews_its_heartbeat(res
     asked = []
     tune.ask_batch(study, t, 1, "me", asked)  # the next batch
     trial = asked[0][0]
+    with sqlite3.connect(tmp_path / "o.db") as db:  # asking beat once; the job beats again
+        db.execute("DELETE FROM trial_heartbeats")
     reporter = tune.Reporter(dataclasses.replace(t, trial_id=tune.trial_id(trial)))  # its job
     assert reporter.trial.number == trial.number
     assert reporter(_model(5, 0.4))  # worse than the median of batch 0 at epoch 5: pruned
@@ -385,6 +387,18 @@ def test_a_job_whose_trial_the_study_ended_does_not_run(resolved, tmp_path):
         ending(_model(60, 0.1))
 
 
+def test_a_trial_beats_from_the_moment_it_is_asked(resolved, tmp_path):
+    """So that an asker lost before its first renewal leaves a trial that goes stale."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    t = _tune(resolved, "tune.study=s", "tune.pruner.name=none")
+    study, _ = tune.open_study(t, url)
+    asked = []
+    tune.ask_batch(study, t, 2, "me", asked)
+    with sqlite3.connect(tmp_path / "o.db") as db:
+        beats = db.execute("SELECT trial_id FROM trial_heartbeats").fetchall()
+    assert sorted(beats) == sorted((tune.trial_id(trial),) for trial, _ in asked)
+
+
 def test_the_launching_process_keeps_its_trials_alive_until_it_tells_them(resolved, tmp_path,
                                                                         monkeypatch):
     """A trial whose job has ended waits for the rest of its batch to be told; its heartbeat,
@@ -395,6 +409,8 @@ def test_the_launching_process_keeps_its_trials_alive_until_it_tells_them(resolv
     study, _ = tune.open_study(t, url)
     asked = []
     tune.ask_batch(study, t, 2, "me", asked)
+    with sqlite3.connect(tmp_path / "o.db") as db:  # asking beat once; from now on, the renewal
+        db.execute("DELETE FROM trial_heartbeats")
     with tune.beating(study, lambda: [trial for trial, _ in asked]):
         time.sleep(0.3)
     with sqlite3.connect(tmp_path / "o.db") as db:
@@ -427,9 +443,9 @@ def test_a_study_made_anew_under_its_old_name_gets_a_parent_of_its_own(resolved,
 
 def test_trials_whose_heartbeat_stopped_are_settled_from_their_runs(resolved, store_uri,
                                                                     tmp_path, monkeypatch):
-    """Asked on a machine that went silent: a trial whose run finished before it did is told
-    so (not run again); one whose run was killed, or that has none, is failed and asked
-    again; a trial whose heartbeat is alive is left alone."""
+    """Asked on a machine that went silent, even before its first renewal: a trial whose run
+    finished before it did is told so (not run again); one whose run was killed, or that has
+    none, is failed and asked again; a trial whose heartbeat is alive is left alone."""
     monkeypatch.setattr(tune, "HEARTBEAT_SECONDS", 1)
     monkeypatch.setattr(tune, "GRACE_SECONDS", 1)
     experiment = tracking.open(store_uri, "stale")
@@ -445,9 +461,7 @@ def test_trials_whose_heartbeat_stopped_are_settled_from_their_runs(resolved, st
                                                         names.TRIAL: str(n)}).info.run_id
         client.log_metric(run_id, tune.OBJECTIVE, 0.05, step=1)
         client.set_terminated(run_id, status)
-    for trial, _ in asked[:3]:
-        study._storage.record_heartbeat(tune.trial_id(trial))
-    time.sleep(2.2)  # silent past the grace period
+    time.sleep(2.2)  # silent past the grace period since they were asked (their first beat)
     study._storage.record_heartbeat(tune.trial_id(asked[3][0]))  # still beating
     tune.fail_stale(study, experiment, parent)
     states = [s.state.name for s in study.trials]
