@@ -19,13 +19,15 @@ study name and storage share it: together they run exactly ``tune.n_trials`` tri
 
 A trial's two records agree: its MLflow run FINISHED and its Optuna trial COMPLETE or PRUNED,
 or the run KILLED or FAILED and the trial FAIL (asked again with the same values). After an
-interrupt, or on the next start after a process died, :func:`settle` reads each open trial's
-run to decide; a trial whose job still runs is left to the next command. The last worker to
+interrupt, or on the next start after a process died (on this machine, or on another once its
+heartbeat is silent: :func:`fail_stale`), :func:`settle` reads each open trial's run to decide;
+a trial whose job still runs is left to the next command. The last worker to
 finish writes the summary onto the parent (:mod:`annlab.study_report`).
 
 This is annlab's one adapter to Optuna: the private attributes it reads (a trial's storage id,
 to reopen the trial in its job; the study's storage, to renew heartbeats as ``Study.optimize``
-does, to read one trial, and for the view a comparing pruner gets) are read here only, pinned by
+does and find the stale ones, to read one trial or fail it, and for the view a comparing pruner
+gets) are read here only, pinned by
 tests/unit/test_study.py.
 """
 
@@ -130,16 +132,15 @@ def check_belongs(study: optuna.Study, created: bool, tracking_uri: str, experim
 # -- the study -------------------------------------------------------------------------------
 
 def storage(url: str) -> RDBStorage:
-    """Optuna's database storage, with the heartbeat that fails (and re-asks) the trials of
-    dead processes. Its tables are made once, under a lock, by whichever process opens a new
+    """Optuna's database storage, with the heartbeat that shows the trials of dead processes
+    (:func:`fail_stale`). Its tables are made once, under a lock, by whichever process opens a new
     database first."""
     # Several processes write one sqlite study: wait for the lock rather than fail at 5 s.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
 
     def make() -> RDBStorage:
         return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                          grace_period=GRACE_SECONDS,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+                          grace_period=GRACE_SECONDS)
 
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///").split("?")[0])
@@ -229,6 +230,8 @@ def ask_batch(study: optuna.Study, t: TuneSpec, size: int, asker: str,
         if not retrying and remaining(study, t.n_trials) <= 0:
             break
         trial = study.ask()  # a waiting copy if there is one
+        if _has_heartbeat(study):  # from now: an asker lost before its first renewal shows
+            study._storage.record_heartbeat(trial_id(trial))
         if not claim(study, trial, t.n_trials):
             break
         if RetryHeartbeatStaleTrialCallback.retried_trial_number(_frozen(study, trial)) is None:
@@ -236,8 +239,6 @@ def ask_batch(study: optuna.Study, t: TuneSpec, size: int, asker: str,
             study.sampler = sampler(t, index)
             trial.set_user_attr(BATCH_ATTR, index // size)
         trial.set_user_attr(ASKER_ATTR, asker)
-        if _has_heartbeat(study):  # from now: an asker lost before its first beat is seen
-            study._storage.record_heartbeat(trial_id(trial))
         into.append((trial, suggest(trial, t)))  # a copy's values are its own already
 
 
@@ -311,12 +312,17 @@ def pruner(tune: TuneSpec, n_classes: int = 2) -> BasePruner:
 
 def retry(study: optuna.Study, trial_number: int) -> None:
     """Fail a trial that was interrupted and, if it had been given values, ask it again with
-    them (a WAITING copy)."""
+    them (a WAITING copy). Only one of several workers settling it at once fails it and makes
+    the copy, as Optuna's own stale-trial check does."""
     frozen = study.get_trials(deepcopy=False)[trial_number]
-    if frozen.state == TrialState.RUNNING:
-        study.tell(trial_number, state=TrialState.FAIL)
-        if frozen.params:
-            RetryHeartbeatStaleTrialCallback()(study, frozen)
+    if frozen.state != TrialState.RUNNING:
+        return
+    try:
+        failed = study._storage.set_trial_state_values(trial_id(frozen), state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:  # ended meanwhile by another worker
+        return
+    if failed and frozen.params:
+        RetryHeartbeatStaleTrialCallback()(study, frozen)
 
 
 def orphans(study: optuna.Study) -> list[FrozenTrial]:
@@ -377,15 +383,14 @@ def fail_stale(study: optuna.Study, experiment: tracking.Experiment, parent_run_
                ) -> None:
     """The RUNNING trials whose heartbeat stopped (their asking process is gone, on any
     machine) settled from their runs, as this machine's :func:`orphans` are: one whose run
-    finished before its asker died is told so, not run again; those whose job still runs
-    are then failed and asked again, as Optuna's heartbeat does."""
-    if not _has_heartbeat(study):
-        return
-    stale = set(study._storage._get_stale_trial_ids(study._study_id))
-    settle(study, experiment, parent_run_id,
-           [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if trial_id(t) in stale])
-    optuna.storages.fail_stale_trials(study)
+    finished before its asker died is told so, not run again; one whose run was killed, or
+    that has none, is failed and asked again; one whose job still writes its run is left to
+    the next command, which finds the run ended (or its writer gone)."""
+    if _has_heartbeat(study):
+        stale = set(study._storage._get_stale_trial_ids(study._study_id))
+        settle(study, experiment, parent_run_id,
+               [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if trial_id(t) in stale])
 
 
 @contextlib.contextmanager
@@ -534,7 +539,8 @@ def _told(study: optuna.Study, trial: Trial | FrozenTrial, run_id: str | None, s
     """Tell the study how the trial's run ended: FINISHED, its value (or pruned); anything
     else, failed. The trial names its run (the run names it: annlab.trial)."""
     if run_id:
-        Trial(study, trial_id(trial)).set_user_attr(RUN_ATTR, run_id)
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # told meanwhile
+            Trial(study, trial_id(trial)).set_user_attr(RUN_ATTR, run_id)
     if status != Status.FINISHED:
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
     elif pruned_at is not None:

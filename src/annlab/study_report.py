@@ -169,8 +169,8 @@ def figures(study: optuna.Study, keys: list[str], epochs: int, out_dir: Path) ->
     the epochs they trained; ``epochs``: a complete trial's) and every trial across the
     searched ``keys`` (parallel coordinates); and Optuna's own: every trial's reported curve
     (pruned ones included; not drawn when no trial reported), the optimisation history
-    (complete trials) and parameter importances (:func:`importance_study`; not drawn without
-    two distinct configs)."""
+    (complete trials; not drawn without one) and parameter importances
+    (:func:`importance_study`; not drawn without two distinct configs)."""
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as vis
 
@@ -186,7 +186,8 @@ def figures(study: optuna.Study, keys: list[str], epochs: int, out_dir: Path) ->
     optuna_plots: dict[str, Callable] = {}
     if any(t.intermediate_values for t in ended):  # none when no trial reached a report
         optuna_plots["intermediate_values"] = lambda: vis.plot_intermediate_values(study)
-    optuna_plots["optimization_history"] = lambda: vis.plot_optimization_history(study)
+    if any(t.state == TrialState.COMPLETE for t in ended):  # none when every trial was pruned
+        optuna_plots["optimization_history"] = lambda: vis.plot_optimization_history(study)
     if (scored := importance_study(study)) is not None:
         optuna_plots["param_importances"] = lambda: vis.plot_param_importances(
             scored, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))

@@ -553,7 +553,13 @@ def test_two_people_starting_one_study_at_once_on_new_databases_share_it(live_se
     procs = [subprocess.Popen([*argv, f"hydra.sweep.dir={tmp_path / str(k)}"], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for k in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:  # timed out: not left writing to the shared server
+                p.kill()
+                p.wait()
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
     assert [err for _, err in outs] == ["", ""]  # quiet: no library's lines, no traceback
     (parent,), children = parents_and_children(live_server.url, experiment)

@@ -445,8 +445,8 @@ def test_trials_whose_heartbeat_stopped_are_settled_from_their_runs(resolved, st
                                                                     tmp_path, monkeypatch):
     """Asked on a machine that went silent, even before its first renewal: a trial whose run
     finished before it did is told so (not run again); one whose run was killed, or that has
-    none, is failed and asked again; a trial whose heartbeat is alive is left alone."""
-    monkeypatch.setattr(tune, "HEARTBEAT_SECONDS", 1)
+    none, is failed and asked again; one whose job still writes its run is left until the
+    run ends."""
     monkeypatch.setattr(tune, "GRACE_SECONDS", 1)
     experiment = tracking.open(store_uri, "stale")
     client = experiment.store.client
@@ -456,13 +456,15 @@ def test_trials_whose_heartbeat_stopped_are_settled_from_their_runs(resolved, st
                                 storage=tune.storage(f"sqlite:///{tmp_path / 'o.db'}"))
     asked = []
     tune.ask_batch(study, t, 4, "elsewhere 1 2 3", asked)
-    for n, status in [(0, Status.FINISHED), (1, Status.KILLED)]:  # trial 2: no run
-        run_id = client.create_run(experiment.id, tags={names.PARENT_RUN: parent,
-                                                        names.TRIAL: str(n)}).info.run_id
-        client.log_metric(run_id, tune.OBJECTIVE, 0.05, step=1)
-        client.set_terminated(run_id, status)
+    ids = {}
+    for n, status in [(0, Status.FINISHED), (1, Status.KILLED), (3, Status.RUNNING)]:
+        ids[n] = client.create_run(experiment.id, tags={  # trial 2: its job never started
+            names.PARENT_RUN: parent, names.TRIAL: str(n), **liveness.writer_tags()}
+        ).info.run_id
+        client.log_metric(ids[n], tune.OBJECTIVE, 0.05, step=1)
+        if status != Status.RUNNING:
+            client.set_terminated(ids[n], status)
     time.sleep(2.2)  # silent past the grace period since they were asked (their first beat)
-    study._storage.record_heartbeat(tune.trial_id(asked[3][0]))  # still beating
     tune.fail_stale(study, experiment, parent)
     states = [s.state.name for s in study.trials]
     assert states[:4] == ["COMPLETE", "FAIL", "FAIL", "RUNNING"]
@@ -470,3 +472,28 @@ def test_trials_whose_heartbeat_stopped_are_settled_from_their_runs(resolved, st
     copies = study.trials[4:]
     assert [c.params for c in copies] == [study.trials[n].params for n in (1, 2)]
     assert all(c.state == TrialState.WAITING for c in copies)
+    client.set_terminated(ids[3], Status.FINISHED)  # its job ends: the next start tells it
+    tune.fail_stale(study, experiment, parent)
+    assert study.trials[3].state == TrialState.COMPLETE and len(study.trials) == 6
+
+
+def test_workers_settling_the_same_trials_at_once_end_and_copy_each_once(resolved, tmp_path,
+                                                                         monkeypatch):
+    """Two workers start after a machine was lost: the one that looks second settles trials
+    the first has settled since its look, without an error and without a second copy."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    t = _tune(resolved, "tune.study=s", "tune.pruner.name=none")
+    first, _ = tune.open_study(t, url)
+    asked = []
+    tune.ask_batch(first, t, 2, "elsewhere 1 2 3", asked)
+    second, _ = tune.open_study(t, url)
+    look = second.get_trials(deepcopy=True)  # its look: both RUNNING
+    tune.retry(first, 0)
+    tune._told(first, asked[1][0], "run-1", Status.FINISHED, None, 0.1)
+    monkeypatch.setattr(second, "get_trials", lambda *a, **k: look)
+    tune.retry(second, 0)
+    tune._told(second, look[1], "run-1b", Status.FINISHED, None, 0.2)
+    monkeypatch.undo()
+    trials = first.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "WAITING"]
+    assert trials[1].value == 0.1 and trials[1].user_attrs[tune.RUN_ATTR] == "run-1"

@@ -73,6 +73,21 @@ def test_a_study_whose_trials_never_reported_draws_no_empty_curves_and_says_noth
     assert capfd.readouterr().err == ""
 
 
+def test_a_study_whose_trials_were_all_pruned_draws_no_empty_history_and_says_nothing(
+        tmp_path, capfd):
+    s = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(3):
+        trial = s.ask()
+        trial.suggest_float("train.learning_rate", 0.01, 10, log=True)
+        trial.report(0.5, 10)
+        s.tell(trial, state=TrialState.PRUNED)
+    capfd.readouterr()
+    paths = study_report.figures(s, ["train.learning_rate"], 60, tmp_path)
+    assert "optimization_history.png" not in {p.name for p in paths}
+    assert {"best_so_far.png", "intermediate_values.png"} <= {p.name for p in paths}
+    assert capfd.readouterr().err == ""
+
+
 def test_each_figure_says_how_many_trials_it_rests_on(study):
     named = study_report.titles(study)
     assert named["best_so_far"] == "Study s (3 trials: 2 complete, 1 pruned)"
