@@ -160,12 +160,20 @@ def labels(column: pd.Series) -> np.ndarray:
 
 def write_splits(splits, features: list[str], target: str, out_dir: Path) -> dict[str, Path]:
     """Each split of ``splits`` (raw features, as made) as a CSV file with a header: the feature
-    columns, then the target; floats written so that they read back to the same bits."""
+    columns, then the target; floats written so that they read back to the same bits. Each file
+    appears whole or not at all (written beside it, then renamed over it): a run reading it
+    meanwhile, or two `make data` at once, never meet half a file, and an interrupted write
+    leaves the earlier file as it was."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for split, (X, y) in splits.by_context().items():
         frame = pd.DataFrame(X, columns=features)
         frame[target] = y
         written[split] = out_dir / f"{SPLIT_FILES[split]}.csv"
-        frame.to_csv(written[split], index=False)
+        part = written[split].with_name(f".{written[split].name}.{os.getpid()}.part")
+        try:
+            frame.to_csv(part, index=False)
+            os.replace(part, written[split])
+        finally:
+            part.unlink(missing_ok=True)
     return written

@@ -33,6 +33,32 @@ def test_a_generated_dataset_written_as_files_trains_to_the_same_bits(resolved, 
     assert list(b.model.classes_) == list(a.model.classes_)
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError], ids=["Ctrl-C", "disk full"])
+def test_splits_written_again_appear_whole_or_not_at_all(resolved, tmp_path, monkeypatch, stop):
+    spec = resolved(["data=moons", *QUICK])
+    out = tmp_path / "files"
+    before = {p: p.read_bytes() for p in write_files(spec.data, spec.seed, out).values()}
+    real = pd.DataFrame.to_csv
+
+    calls = []
+
+    def halfway(frame, path, **kw):  # the second file's write stops after half its rows
+        calls.append(path)
+        if len(calls) == 2:
+            real(frame.iloc[: len(frame) // 2], path, **kw)
+            raise stop()
+        return real(frame, path, **kw)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", halfway)
+    again = resolved(["data=moons", *QUICK, "data.n_samples=300"])
+    with pytest.raises(stop):
+        write_files(again.data, again.seed, out)
+    after = {p: p.read_bytes() for p in before}
+    first, *rest = before  # train.csv was replaced whole; the others are as they were
+    assert after[first] != before[first] and all(after[p] == before[p] for p in rest)
+    assert sorted(p.name for p in out.iterdir()) == ["test.csv", "train.csv", "validation.csv"]
+
+
 def test_one_table_is_split_by_annlab_and_named_after_its_file(resolved, tmp_path):
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(300, 3)), columns=["height", "width", "noise"])
