@@ -386,8 +386,8 @@ def fail_stale(study: optuna.Study, experiment: tracking.Experiment, parent_run_
     finished before its asker died is told so, not run again; one whose run was killed, or
     that has none, is failed and asked again; one whose job still writes its run is left to
     the next command, which finds the run ended (or its writer gone)."""
-    if _has_heartbeat(study):
-        stale = set(study._storage._get_stale_trial_ids(study._study_id))
+    if _has_heartbeat(study) and (stale := set(study._storage._get_stale_trial_ids(
+            study._study_id))):
         settle(study, experiment, parent_run_id,
                [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                 if trial_id(t) in stale])
@@ -459,6 +459,7 @@ def run(base: RunSpec, point: list[str], url: str, batch: int, launch: Launch,
             try:
                 while True:
                     with interrupts.held():
+                        fail_stale(study, experiment, parent.run_id)  # a worker lost meanwhile
                         ask_batch(study, t, batch, asker, asked)
                         jobs = [_job(point, trial, values, base, parent, url)
                                 for trial, values in asked]
