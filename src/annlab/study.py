@@ -21,14 +21,13 @@ A trial's two records agree: its MLflow run FINISHED and its Optuna trial COMPLE
 or the run KILLED or FAILED and the trial FAIL (asked again with the same values). After an
 interrupt, or on the next start after a process died (on this machine, or on another once its
 heartbeat is silent: :func:`fail_stale`), :func:`settle` reads each open trial's run to decide;
-a trial whose job still runs is left to the next command. The last worker to
-finish writes the summary onto the parent (:mod:`annlab.study_report`).
+a trial whose job still runs is left to the next command. The last worker to finish writes the
+summary onto the parent (:mod:`annlab.study_report`).
 
 This is annlab's one adapter to Optuna: the private attributes it reads (a trial's storage id,
 to reopen the trial in its job; the study's storage, to renew heartbeats as ``Study.optimize``
 does and find the stale ones, to read one trial or fail it, and for the view a comparing pruner
-gets) are read here only, pinned by
-tests/unit/test_study.py.
+gets) are read here only, pinned by tests/unit/test_study.py.
 """
 
 from __future__ import annotations
@@ -133,8 +132,8 @@ def check_belongs(study: optuna.Study, created: bool, tracking_uri: str, experim
 
 def storage(url: str) -> RDBStorage:
     """Optuna's database storage, with the heartbeat that shows the trials of dead processes
-    (:func:`fail_stale`). Its tables are made once, under a lock, by whichever process opens a new
-    database first."""
+    (:func:`fail_stale`). Its tables are made once, under a lock, by whichever process opens a
+    new database first."""
     # Several processes write one sqlite study: wait for the lock rather than fail at 5 s.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
 
