@@ -174,11 +174,11 @@ def _link(client, model_id: str, name: str, version, dropped=None) -> None:
     no longer named."""
     before = json.loads(client.get_logged_model(model_id).tags.get(names.MODEL_VERSIONS) or "[]")
 
-    def names_(entry, number) -> bool:
+    def naming(entry, number) -> bool:  # whether a tag entry names this version
         return entry.get("name") == name and str(entry.get("version")) == str(number)
 
-    linked = [v for v in before if not names_(v, dropped)]
-    if not any(names_(v, version) for v in linked):
+    linked = [v for v in before if not naming(v, dropped)]
+    if not any(naming(v, version) for v in linked):
         linked.append({"name": name, "version": int(version)})
     if linked != before:
         client.set_logged_model_tags(model_id, {names.MODEL_VERSIONS: json.dumps(linked)})
