@@ -65,20 +65,22 @@ def make_figures(model: NeuralNetClassifier, snapshots, history, splits: Splits,
     steps = {epoch: out_dir / "steps" / f"{names.BOUNDARY_IMAGE_KEY}-{epoch}.png"
              for epoch in training.spread((s.epoch for s in snapshots), p.image_steps)}
     size = p.size
-    plots.plot_misclassification(history, files["misclassification"], **size)
-    plots.render_boundary(snapshots, model.activation, boundary_plane(splits),
-                          splits.y_train, model.classes_, files["boundary"],
-                          files["boundary_final"], grid_size=p.grid_size, fps=p.fps,
-                          step_paths=steps, **size)
-    if splits.X_train.shape[1] == 2:
-        del files["confusion"]
-    else:
-        from sklearn.metrics import confusion_matrix
+    with plots.own_style():
+        plots.plot_misclassification(history, files["misclassification"], **size)
+        plots.render_boundary(snapshots, model.activation, boundary_plane(splits),
+                              splits.y_train, model.classes_, files["boundary"],
+                              files["boundary_final"], grid_size=p.grid_size, fps=p.fps,
+                              step_paths=steps, **size)
+        if splits.X_train.shape[1] == 2:
+            del files["confusion"]
+        else:
+            from sklearn.metrics import confusion_matrix
 
-        matrix = confusion_matrix(splits.y_test, model.predict(splits.inputs(splits.X_test)),
-                                  labels=model.classes_)
-        plots.plot_confusion(matrix, model.classes_, files["confusion"],
-                             f"Confusion matrix, test split ({len(splits.y_test)} samples)", **size)
+            matrix = confusion_matrix(splits.y_test,
+                                      model.predict(splits.inputs(splits.X_test)),
+                                      labels=model.classes_)
+            plots.plot_confusion(matrix, model.classes_, files["confusion"], "Confusion matrix, "
+                                 f"test split ({len(splits.y_test)} samples)", **size)
     return files, steps
 
 

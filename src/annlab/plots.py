@@ -42,6 +42,15 @@ FRAMES_PER_PASS = 5  # frames computed together, from probabilities to palette i
 MAX_POINTS = 5000  # training points drawn in Figure 2 at most
 
 
+def own_style():
+    """Inside, figures are drawn in matplotlib's default style, whatever the process has set
+    (a notebook's style, or the ggplot style Optuna's plots set for the whole process): a
+    run's figures depend on its config only."""
+    from matplotlib import style
+
+    return style.context("default")
+
+
 def plot_misclassification(history: pd.DataFrame, path: Path, width: float, height: float,
                            dpi: int) -> Path:
     """Figure 3: fraction of misclassified samples per epoch, training and validation."""

@@ -191,7 +191,9 @@ def figures(study: optuna.Study, keys: list[str], epochs: int, out_dir: Path) ->
     if (scored := importance_study(study)) is not None:
         optuna_plots["param_importances"] = lambda: vis.plot_param_importances(
             scored, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    with warnings.catch_warnings():
+    # Optuna's plots set the ggplot style for the whole process (plt.style.use): kept to
+    # these figures, or every figure drawn later in the process would change.
+    with warnings.catch_warnings(), plt.rc_context():
         warnings.simplefilter("ignore")  # fANOVA's and matplotlib's chatter
         for name, plot in optuna_plots.items():
             ax = plot()

@@ -72,6 +72,22 @@ def test_the_pca_plane_of_raw_columns_is_a_full_svds_whatever_their_means(offset
         full.transform(X)), rtol=1e-9, atol=1e-6)
 
 
+@pytest.mark.parametrize("data", [["data=moons", *QUICK], ["data=iris", *QUICK[:-1]]],
+                         ids=["moons", "iris"])
+def test_a_runs_figures_do_not_depend_on_the_style_the_process_has_set(resolved, tmp_path,
+                                                                        data):
+    """A notebook's style, or the ggplot style Optuna's plots leave set, changes nothing."""
+    import matplotlib
+
+    spec = resolved(data)
+    before = pipeline.rebuild(spec, tmp_path / "a").figures
+    with matplotlib.style.context("ggplot"), matplotlib.rc_context({"lines.linewidth": 4}):
+        after = pipeline.rebuild(spec, tmp_path / "b").figures
+    assert before.keys() == after.keys()
+    for key in before:
+        assert before[key].read_bytes() == after[key].read_bytes(), key
+
+
 def test_two_features_keep_their_own_plane_in_raw_units(resolved, tmp_path):
     outcome = pipeline.rebuild(resolved(QUICK), tmp_path)
     plane = pipeline.boundary_plane(outcome.splits)

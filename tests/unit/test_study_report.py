@@ -88,6 +88,16 @@ def test_a_study_whose_trials_were_all_pruned_draws_no_empty_history_and_says_no
     assert capfd.readouterr().err == ""
 
 
+def test_drawing_the_figures_leaves_the_processs_style_as_it_was(study, tmp_path):
+    """Optuna's plots set the ggplot style for the whole process; a run drawn later in it
+    would change (make reproduce of it would say so)."""
+    import matplotlib
+
+    before = dict(matplotlib.rcParams)
+    study_report.figures(study, ["model.activation", "train.learning_rate"], 1000, tmp_path)
+    assert dict(matplotlib.rcParams) == before
+
+
 def test_each_figure_says_how_many_trials_it_rests_on(study):
     named = study_report.titles(study)
     assert named["best_so_far"] == "Study s (3 trials: 2 complete, 1 pruned)"
