@@ -130,10 +130,11 @@ def check_belongs(study: optuna.Study, created: bool, tracking_uri: str, experim
 
 # -- the study -------------------------------------------------------------------------------
 
-def storage(url: str) -> RDBStorage:
+def storage(url: str, made: bool = False) -> RDBStorage:
     """Optuna's database storage, with the heartbeat that shows the trials of dead processes
     (:func:`fail_stale`). Its tables are made once, under a lock, by whichever process opens a
-    new database first."""
+    new database first; ``made``: they exist (a trial's job, whose launcher opened the study),
+    not looked for."""
     # Several processes write one sqlite study: wait for the lock rather than fail at 5 s.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
 
@@ -146,7 +147,7 @@ def storage(url: str) -> RDBStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tracking.file_lock(f"{path}.lock"):
             return make()
-    if "studies" in databases.tables(url, "tune.storage"):
+    if made or "studies" in databases.tables(url, "tune.storage"):
         return make()
     with databases.creating(url, "tune.storage"):
         return make()
@@ -458,7 +459,6 @@ def run(base: RunSpec, point: list[str], url: str, batch: int, launch: Launch,
             try:
                 while True:
                     with interrupts.held():
-                        fail_stale(study, experiment, parent.run_id)  # a worker lost meanwhile
                         ask_batch(study, t, batch, asker, asked)
                         jobs = [_job(point, trial, values, base, parent, url)
                                 for trial, values in asked]
@@ -469,6 +469,7 @@ def run(base: RunSpec, point: list[str], url: str, batch: int, launch: Launch,
                         for (trial, _), ret in zip(asked, returns):
                             _tell(study, trial, ret)
                         asked.clear()
+                        fail_stale(study, experiment, parent.run_id)  # a worker lost meanwhile
                     launched.append(returns)
             except BaseException:
                 # Stopped: each trial under way ends as its run did, once its job is over.
@@ -582,7 +583,8 @@ class Reporter:
 
     def __init__(self, tune: TuneSpec):
         with interrupts.held():
-            self.study = optuna.load_study(study_name=tune.study, storage=storage(tune.storage))
+            self.study = optuna.load_study(study_name=tune.study,
+                                           storage=storage(tune.storage, made=True))
             self.trial = Trial(self.study, tune.trial_id)
             self._check_running()
         self.tune, self.every, self.beat, self.pruning = tune, tune.report_every, 0.0, False

@@ -31,7 +31,14 @@ import annlab.tracking.liveness as liveness
 from annlab import interrupts, names
 from annlab.names import Status
 from annlab.provenance import Provenance, git_state, user
-from annlab.tracking.store import Store, TrackingError, duplicate_row, first_line, sqlite_path
+from annlab.tracking.store import (
+    Store,
+    TrackingError,
+    duplicate_row,
+    first_line,
+    once_more_if_raced,
+    sqlite_path,
+)
 
 EXPERIMENT_TAGS = {names.EXPERIMENT_KIND: "custom_model_development"}
 # The runs table as annlab opens it (views the UI saves as experiment tags, in the form MLflow
@@ -267,14 +274,8 @@ class Experiment:
 
     def set_tag(self, key: str, value: str) -> None:
         """Set an experiment tag, also when another process sets it at the same moment (two
-        launches opening a new experiment): MLflow reads, then inserts, so the later insert
-        breaks the key's uniqueness; tried again, it finds the row and updates it."""
-        try:
-            self.store.client.set_experiment_tag(self.id, key, value)
-        except MlflowException as err:
-            if not duplicate_row(err):
-                raise
-            self.store.client.set_experiment_tag(self.id, key, value)
+        launches opening a new experiment)."""
+        once_more_if_raced(lambda: self.store.client.set_experiment_tag(self.id, key, value))
 
     @contextmanager
     def start_run(self, run_name: str, provenance: Provenance | None = None, *,
@@ -585,16 +586,9 @@ class Run:
                     "profile": json.dumps(from_pandas(frame, **kw).profile)}  # all its rows
             inputs.append(DatasetInput(Dataset(**data), [InputTag(names.DATASET_CONTEXT,
                                                                   context)]))
-        try:
-            self.client.log_inputs(self.run_id, datasets=inputs)
-        except MlflowException as err:
-            # MLflow's store looks each dataset up, then inserts the missing ones: two runs
-            # logging the same data at once (a sweep's first jobs) both miss it, and the later
-            # insert breaks the uniqueness of (experiment, name, digest) and is rolled back.
-            # The dataset exists now, so the same call links it.
-            if not duplicate_row(err):
-                raise
-            self.client.log_inputs(self.run_id, datasets=inputs)
+        # Two runs logging the same data at once (a sweep's first jobs) both miss the dataset
+        # and the later insert is rolled back; the dataset exists then, and the call links it.
+        once_more_if_raced(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
 
     def create_model(self, experiment_id: str, weights: Path, features: pd.DataFrame,
                      predictions, params: Mapping[str, object], run_name: str) -> str:

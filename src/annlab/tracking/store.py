@@ -7,9 +7,11 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import closing
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import requests
@@ -58,6 +60,21 @@ def duplicate_row(err: BaseException) -> bool:
     text = str(err).lower()
     return any(m in text for m in ("unique constraint", "uniqueviolation", "duplicate key",
                                    "duplicate entry"))  # sqlite, PostgreSQL, MySQL
+
+
+T = TypeVar("T")
+
+
+def once_more_if_raced(call: Callable[[], T]) -> T:
+    """``call()``, made once more when it broke a uniqueness that another process's insert had
+    just taken: MLflow looks a row up, then inserts it if missing, so two processes writing the
+    same row at once collide, and the second try finds the row."""
+    try:
+        return call()
+    except MlflowException as err:
+        if not duplicate_row(err):
+            raise
+        return call()
 
 
 @cache
